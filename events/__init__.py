@@ -1,0 +1,1 @@
+"""Everything inbound: endpoints, raw deliveries, deduplicated events and their processing."""

@@ -1,0 +1,18 @@
+"""The registry of vendor modules: the only place that lists the vendors.
+
+Each module answers the same questions (see ``events.sources.base``):
+``authenticate(inbound, endpoint)``, ``identify(inbound)``, ``endpoint_problems(endpoint)``,
+``describe_verification(endpoint)``, ``sign(endpoint, body)`` (how the vendor would sign, for
+``send_fixture``), ``redacted_headers(endpoint)``, and the ``HANDLERS`` / ``IGNORED`` tables.
+"""
+
+from types import ModuleType
+
+from events.sources import pdk, seam, spk
+
+MODULES: dict[str, ModuleType] = {module.NAME: module for module in (pdk, spk, seam)}
+CHOICES = [(module.NAME, module.LABEL) for module in MODULES.values()]
+
+
+def get(name: str) -> ModuleType | None:
+    return MODULES.get(name)

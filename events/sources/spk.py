@@ -1,0 +1,146 @@
+"""SmartphoneKey (SPK) EventBridge deliveries: static-token auth, partner check, event identity."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import TYPE_CHECKING, Any
+
+from events.sources.base import (
+    AuthenticationFailed,
+    IdentifiedEvent,
+    Inbound,
+    InvalidPayload,
+    bounded_key,
+    canonical_sha256,
+    first_time,
+    optional_id,
+    require_string,
+    secrets_match,
+    time_from_iso,
+)
+
+if TYPE_CHECKING:
+    from events.models import Endpoint
+
+NAME = "spk"
+LABEL = "SmartphoneKey"
+
+HANDLERS: dict[str, Any] = {}
+IGNORED: dict[str, str] = {}
+
+# detail-types whose detail fields arrive as JSON text and are stored parsed.
+STRINGIFIED_FIELDS = {
+    "Shadow Update": ("reportedState", "desiredState", "deltaState", "metadata"),
+}
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def authenticate(inbound: Inbound, endpoint: Endpoint) -> None:
+    if not endpoint.unauthenticated:
+        if not endpoint.secret:
+            raise AuthenticationFailed("the endpoint has no verification configured")
+        if endpoint.token_header:
+            received = inbound.headers.get(endpoint.token_header)
+            if not received:
+                raise AuthenticationFailed(f"missing {endpoint.token_header} header")
+        else:
+            scheme, _, received = inbound.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not received:
+                raise AuthenticationFailed("missing Authorization: Bearer token")
+        if not secrets_match(received.strip(), endpoint.secret):
+            raise AuthenticationFailed("the token does not match")
+    if endpoint.partner_id:
+        detail = inbound.payload.get("detail")
+        partner = detail.get("partnerId") if isinstance(detail, dict) else None
+        if not isinstance(partner, str) or not secrets_match(partner, endpoint.partner_id):
+            raise AuthenticationFailed("detail.partnerId is not this endpoint's partner")
+
+
+def identify(inbound: Inbound) -> IdentifiedEvent:
+    payload = inbound.payload
+    require_string(payload, "source")
+    detail_type = require_string(payload, "detail-type")
+    detail = payload.get("detail")
+    if not isinstance(detail, dict):
+        raise InvalidPayload("the body lacks 'detail' (an object)")
+    flags: list[str] = []
+    stringified = STRINGIFIED_FIELDS.get(detail_type, ())
+    if stringified:
+        detail = dict(detail)
+        for name in stringified:
+            if isinstance(detail.get(name), str):
+                detail[name], problem = _parse_inner_json(detail[name])
+                if problem:
+                    flags.append(f"detail.{name} is not valid JSON ({problem}); kept as text")
+        payload = {**payload, "detail": detail}
+    data = detail.get("data") if isinstance(detail.get("data"), dict) else {}
+    envelope_id = optional_id(payload.get("id"))
+    return IdentifiedEvent(
+        event_type=detail_type,
+        # The EventBridge envelope id; the documented Shadow Update sample has none.
+        dedup_key=bounded_key(envelope_id) if envelope_id else canonical_sha256(payload),
+        occurred_at=first_time(time_from_iso(data.get("timestamp")), time_from_iso(payload.get("time"))),
+        payload=payload,
+        flags=flags,
+    )
+
+
+def _parse_inner_json(text: str) -> tuple[Any, str]:
+    try:
+        return json.loads(text, parse_constant=_not_json), ""
+    except (ValueError, RecursionError) as exc:
+        return text, str(exc)[:120]
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def endpoint_problems(endpoint: Endpoint) -> dict[str, str]:
+    problems = {}
+    if endpoint.unauthenticated and endpoint.secret:
+        problems["unauthenticated"] = "Choose either a token or no authentication, not both."
+    elif not endpoint.unauthenticated and not endpoint.secret:
+        problems["secret"] = (
+            "An SPK endpoint needs its static token, or 'unauthenticated' ticked explicitly "
+            "(SPK's 'none' authentication)."
+        )
+    if endpoint.token_header:
+        if not _HEADER_NAME.match(endpoint.token_header):
+            problems["token_header"] = "Not a valid HTTP header name."
+        elif endpoint.token_header.lower() == "authorization":
+            problems["token_header"] = "Leave blank for Authorization: Bearer."
+        elif not endpoint.secret:
+            problems["token_header"] = "A token header needs a token (the secret)."
+    for name in ("basic_username", "basic_password"):
+        if getattr(endpoint, name):
+            problems[name] = "Only ProdataKey endpoints use Basic credentials."
+    return problems
+
+
+def describe_verification(endpoint: Endpoint) -> str:
+    if endpoint.unauthenticated:
+        method = "UNAUTHENTICATED (SPK 'none')"
+    elif not endpoint.secret:
+        method = "not configured: rejects everything"
+    elif endpoint.token_header:
+        method = f"static token in {endpoint.token_header} (apiKeyHeader)"
+    else:
+        method = "Authorization: Bearer token (bearerToken)"
+    if endpoint.partner_id:
+        method += f"; detail.partnerId must be {endpoint.partner_id!r}"
+    return method
+
+
+def secret_headers(endpoint: Endpoint) -> set[str]:
+    return {"authorization", endpoint.token_header.lower()} - {""}
+
+
+def sign(endpoint: Endpoint, body: bytes) -> dict[str, str]:
+    """The headers SPK's EventBridge API destination would send."""
+    if endpoint.unauthenticated or not endpoint.secret:
+        return {}
+    if endpoint.token_header:
+        return {endpoint.token_header: endpoint.secret}
+    return {"Authorization": f"Bearer {endpoint.secret}"}

@@ -1,0 +1,92 @@
+"""The webhook ingress: one DRF view for every vendor; vendor specifics live in events.sources."""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.db import DatabaseError, DataError, InterfaceError, OperationalError
+from django.http import Http404
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import APIView, exception_handler
+
+from events import sources, store
+from events.sources.base import AuthenticationFailed, Inbound, InvalidPayload
+
+log = logging.getLogger(__name__)
+
+JSON_CONTENT_TYPES = ("application/json",)
+
+
+def problem(status_code: int, error: str, detail: str, **headers: str) -> Response:
+    return Response({"error": error, "detail": detail}, status=status_code, headers=headers or None)
+
+
+def _is_json(content_type: str) -> bool:
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    # No Content-Type at all is read as JSON: the body is checked either way.
+    return media_type in ("", *JSON_CONTENT_TYPES) or media_type.endswith("+json")
+
+
+class WebhookIngressView(APIView):
+    """Authenticate, identify and store one delivery; answer 2xx only once it is committed."""
+
+    http_method_names = ["post"]
+    authentication_classes: list = []
+    permission_classes: list = []
+    parser_classes: list = []
+
+    def post(self, request, source: str, endpoint_id) -> Response:
+        module = sources.get(source)
+        endpoint = store.find_endpoint(str(endpoint_id)) if module else None
+        if endpoint is None or not endpoint.active or endpoint.source != source:
+            return problem(404, "unknown_endpoint", "No active endpoint for this source at this URL.")
+
+        content_type = request.META.get("CONTENT_TYPE", "")
+        if not _is_json(content_type):
+            return problem(415, "unsupported_media_type", f"Content-Type {content_type[:100]!r} is not JSON.")
+        limit = settings.PORTAL_MAX_BODY_BYTES
+        declared = request.META.get("CONTENT_LENGTH") or "0"
+        if not declared.isdigit() or int(declared) > limit:
+            return problem(413, "body_too_large", f"The body is over the {limit}-byte limit.")
+        inbound = Inbound(headers=request.headers, body=request.body)
+        if len(inbound.body) > limit:
+            return problem(413, "body_too_large", f"The body is over the {limit}-byte limit.")
+
+        remote_addr = store.client_address(request.META)
+        try:
+            module.authenticate(inbound, endpoint)
+            identified = module.identify(inbound)
+        except AuthenticationFailed as exc:
+            store.record_rejection(endpoint, request.headers, remote_addr, 401, str(exc))
+            return problem(401, "authentication_failed", str(exc))
+        except InvalidPayload as exc:
+            store.record_rejection(endpoint, request.headers, remote_addr, 400, str(exc))
+            return problem(400, "invalid_payload", str(exc))
+
+        try:
+            stored = store.record_delivery(endpoint, inbound, identified, remote_addr)
+        except DataError as exc:
+            # The database refused a value in this payload: a retry can't help.
+            store.record_rejection(endpoint, request.headers, remote_addr, 400, f"unstorable payload: {exc}")
+            return problem(400, "invalid_payload", "The payload holds a value the database cannot store.")
+        return Response(
+            {"status": "accepted", "event_id": stored.event_id, "duplicate": stored.duplicate},
+            status=status.HTTP_200_OK,
+        )
+
+
+def json_exception_handler(exc, context):
+    """DRF's handler, plus: an unavailable database is a 503 the vendor will retry, never a 500."""
+    if isinstance(exc, Http404):
+        return problem(404, "not_found", "No such endpoint.")
+    if isinstance(exc, (OperationalError, InterfaceError)) or (
+        isinstance(exc, DatabaseError) and not isinstance(exc, DataError)
+    ):
+        log.warning("database unavailable while handling a webhook: %s", exc.__class__.__name__)
+        return problem(503, "database_unavailable", "Storage is unavailable; retry later.", **{"Retry-After": "30"})
+    response = exception_handler(exc, context)
+    if response is not None and isinstance(response.data, dict) and "detail" in response.data:
+        response.data = {"error": getattr(exc, "default_code", "error"), "detail": str(response.data["detail"])}
+    return response

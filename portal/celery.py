@@ -1,0 +1,25 @@
+"""The Celery app, configured from Django settings (CELERY_ namespace), and the beat defaults."""
+
+import os
+
+from celery import Celery
+from celery.schedules import crontab
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+
+app = Celery("portal")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+# Defaults only: the DatabaseScheduler copies these into django-celery-beat's tables, where an
+# operator can change them in the admin.
+app.conf.beat_schedule = {
+    "requeue-stale-pending-events": {
+        "task": "events.tasks.requeue_pending_events",
+        "schedule": 30.0,
+    },
+    "prune-old-deliveries": {
+        "task": "events.tasks.prune_old_records",
+        "schedule": crontab(minute=17, hour=3),
+    },
+}

@@ -1,0 +1,13 @@
+"""Top-level URL routes: admin, probes and the webhook ingress."""
+
+from django.contrib import admin
+from django.urls import include, path
+
+from portal import health
+
+urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("webhooks/", include("events.urls")),
+    path("admin/", admin.site.urls),
+]

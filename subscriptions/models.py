@@ -1,0 +1,1 @@
+"""Subscription models (PDK connections and notification rules arrive with their issues)."""
