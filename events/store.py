@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
@@ -59,40 +59,13 @@ post_delete.connect(_forget_endpoint, sender=Endpoint, dispatch_uid="forget-endp
 
 # --- writing ------------------------------------------------------------------------------------
 def record_delivery(endpoint: Endpoint, inbound: Inbound, event: IdentifiedEvent, remote_addr: str | None) -> Stored:
-    """Store the request and its event in one transaction; a known event is not stored again.
+    """Store the request and, unless it is already known, its event; committed on return.
 
-    The unique constraint on (source, dedup_key) decides, so concurrent duplicates wait for the
-    first insert to commit and then all answer with its id.
+    The unique constraint on (source, dedup_key) decides what is a duplicate, so concurrent
+    duplicates wait for the first insert to commit and then all answer with its id.
     """
     now = timezone.now()
-    with transaction.atomic():
-        event_id = _insert_event_unless_known(endpoint, event, now)
-        duplicate = event_id is None
-        if duplicate:
-            event_id = (
-                Event.objects.filter(source=endpoint.source, dedup_key=event.dedup_key)
-                .values_list("pk", flat=True)
-                .get()
-            )
-        Delivery.objects.create(
-            endpoint=endpoint,
-            event_id=event_id,
-            received_at=now,
-            headers=safe_headers(inbound.headers, endpoint),
-            body=inbound.body,
-            remote_addr=remote_addr,
-            duplicate=duplicate,
-        )
-    return Stored(event_id=event_id, duplicate=duplicate)
-
-
-def _insert_event_unless_known(endpoint: Endpoint, event: IdentifiedEvent, now) -> int | None:
-    """INSERT … ON CONFLICT DO NOTHING RETURNING id: the id when new, None when already stored.
-
-    Django's bulk_create(ignore_conflicts=True) can't return the id, so this is written out; the
-    statement is the same on PostgreSQL and SQLite (3.35+).
-    """
-    values = {
+    event_row = {
         "source": endpoint.source,
         "event_type": event.event_type,
         "dedup_key": event.dedup_key,
@@ -106,20 +79,98 @@ def _insert_event_unless_known(endpoint: Endpoint, event: IdentifiedEvent, now) 
         "attempts": 0,
         "last_error": "",
     }
-    fields = [Event._meta.get_field(name) for name in values]
+    delivery_row = {
+        "endpoint": endpoint.pk,
+        "received_at": now,
+        "headers": safe_headers(inbound.headers, endpoint),
+        "body": inbound.body,
+        "remote_addr": remote_addr,
+    }
+    if connection.vendor == "postgresql":
+        return _store_in_one_statement(event_row, delivery_row)
+    return _store_in_a_transaction(event_row, delivery_row)
+
+
+def _columns(model, row: dict) -> tuple[list[str], list]:
+    fields = [model._meta.get_field(name) for name in row]
     quote = connection.ops.quote_name
-    sql = "INSERT INTO {table} ({columns}) VALUES ({params}) ON CONFLICT ({unique}) DO NOTHING RETURNING {pk}".format(
-        table=quote(Event._meta.db_table),
-        columns=", ".join(quote(f.column) for f in fields),
-        params=", ".join(["%s"] * len(fields)),
-        unique=", ".join(quote(Event._meta.get_field(n).column) for n in ("source", "dedup_key")),
-        pk=quote(Event._meta.pk.column),
+    return [quote(f.column) for f in fields], [f.get_db_prep_save(row[f.name], connection) for f in fields]
+
+
+def _table(model) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+# ON CONFLICT (source, dedup_key) DO NOTHING: PostgreSQL and SQLite (3.35+) spell it the same way.
+_NEW_EVENT = "INSERT INTO {event} ({columns}) VALUES ({values}) ON CONFLICT (source, dedup_key) DO NOTHING RETURNING id"
+
+
+def _store_in_one_statement(event_row: dict, delivery_row: dict) -> Stored:
+    """PostgreSQL: the event and its delivery in one autocommitted statement (one round trip).
+
+    When the event is already stored the statement inserts nothing; a second statement, which
+    sees the committed event, records the delivery as a duplicate. A conflicting insert that
+    rolled back leaves neither, so the pair is tried again.
+    """
+    event_columns, event_params = _columns(Event, event_row)
+    delivery_columns, delivery_params = _columns(Delivery, delivery_row)
+    new = (
+        "WITH new_event AS (" + _NEW_EVENT + ") "
+        "INSERT INTO {delivery} ({delivery_columns}, event_id, duplicate) "
+        "SELECT {delivery_values}, id, false FROM new_event RETURNING event_id"
+    ).format(
+        event=_table(Event),
+        columns=", ".join(event_columns),
+        values=", ".join(["%s"] * len(event_columns)),
+        delivery=_table(Delivery),
+        delivery_columns=", ".join(delivery_columns),
+        delivery_values=", ".join(["%s"] * len(delivery_columns)),
     )
-    params = [f.get_db_prep_save(values[f.name], connection) for f in fields]
+    known = (
+        "INSERT INTO {delivery} ({delivery_columns}, event_id, duplicate) "
+        "SELECT {delivery_values}, id, true FROM {event} WHERE source = %s AND dedup_key = %s RETURNING event_id"
+    ).format(
+        event=_table(Event),
+        delivery=_table(Delivery),
+        delivery_columns=", ".join(delivery_columns),
+        delivery_values=", ".join(["%s"] * len(delivery_columns)),
+    )
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        for _attempt in range(3):
+            cursor.execute(new, event_params + delivery_params)
+            row = cursor.fetchone()
+            if row:
+                return Stored(event_id=row[0], duplicate=False)
+            cursor.execute(known, delivery_params + [event_row["source"], event_row["dedup_key"]])
+            row = cursor.fetchone()
+            if row:
+                return Stored(event_id=row[0], duplicate=True)
+    raise OperationalError("the event kept conflicting with an uncommitted twin")
+
+
+def _store_in_a_transaction(event_row: dict, delivery_row: dict) -> Stored:
+    """Other databases (SQLite in the quick start): the same effect in a short transaction."""
+    event_columns, event_params = _columns(Event, event_row)
+    sql = _NEW_EVENT.format(
+        event=_table(Event), columns=", ".join(event_columns), values=", ".join(["%s"] * len(event_columns))
+    )
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(sql, event_params)
         row = cursor.fetchone()
-    return row[0] if row else None
+        duplicate = row is None
+        if duplicate:
+            event_id = Event.objects.values_list("pk", flat=True).get(
+                source=event_row["source"], dedup_key=event_row["dedup_key"]
+            )
+        else:
+            event_id = row[0]
+        Delivery.objects.create(
+            **{k: v for k, v in delivery_row.items() if k != "endpoint"},
+            endpoint_id=delivery_row["endpoint"],
+            event_id=event_id,
+            duplicate=duplicate,
+        )
+    return Stored(event_id=event_id, duplicate=duplicate)
 
 
 def record_rejection(endpoint: Endpoint, headers: Mapping[str, str], remote_addr: str | None, status: int, reason: str) -> None:

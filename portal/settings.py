@@ -28,6 +28,9 @@ PORTAL_DISPATCH_INTERVAL_SECONDS = env.float("PORTAL_DISPATCH_INTERVAL_SECONDS",
 # Endpoint settings are cached per process for this long on the ingress hot path.
 PORTAL_ENDPOINT_CACHE_SECONDS = env.float("PORTAL_ENDPOINT_CACHE_SECONDS", default=5.0)
 
+# Routes the bare baseline view the ingest benchmark compares against; off in production.
+PORTAL_BENCHMARK_VIEWS = env.bool("PORTAL_BENCHMARK_VIEWS", default=False)
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",

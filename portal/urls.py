@@ -1,5 +1,6 @@
 """Top-level URL routes: admin, probes and the webhook ingress."""
 
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 
@@ -11,3 +12,8 @@ urlpatterns = [
     path("webhooks/", include("events.urls")),
     path("admin/", admin.site.urls),
 ]
+
+if settings.PORTAL_BENCHMARK_VIEWS:
+    from portal.bench import BareView
+
+    urlpatterns.append(path("bench/bare/", BareView.as_view()))
