@@ -92,9 +92,7 @@ class Event(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
     processed_at = models.DateTimeField(null=True, blank=True)
-    enqueued_at = models.DateTimeField(
-        null=True, blank=True, help_text="When its processing task was last published."
-    )
+    enqueued_at = models.DateTimeField(null=True, blank=True, help_text="When its processing task was last published.")
 
     class Meta:
         ordering = ["-received_at", "-id"]
@@ -111,9 +109,7 @@ class Event(models.Model):
                 name="event_unpublished_idx",
                 condition=Q(status="pending", enqueued_at__isnull=True),
             ),
-            models.Index(
-                fields=["enqueued_at"], name="event_pending_idx", condition=Q(status="pending")
-            ),
+            models.Index(fields=["enqueued_at"], name="event_pending_idx", condition=Q(status="pending")),
         ]
 
     def __str__(self) -> str:

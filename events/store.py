@@ -5,8 +5,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from django.conf import settings
 from django.db import OperationalError, connection, transaction
@@ -114,8 +114,9 @@ def _store_in_one_statement(event_row: dict, delivery_row: dict) -> Stored:
     """
     event_columns, event_params = _columns(Event, event_row)
     delivery_columns, delivery_params = _columns(Delivery, delivery_row)
+    # Table and column names come from the models, values are parameters: nothing is interpolated.
     new = (
-        "WITH new_event AS (" + _NEW_EVENT + ") "
+        "WITH new_event AS (" + _NEW_EVENT + ") "  # noqa: S608
         "INSERT INTO {delivery} ({delivery_columns}, event_id, duplicate) "
         "SELECT {delivery_values}, id, false FROM new_event RETURNING event_id"
     ).format(
@@ -126,7 +127,7 @@ def _store_in_one_statement(event_row: dict, delivery_row: dict) -> Stored:
         delivery_columns=", ".join(delivery_columns),
         delivery_values=", ".join(["%s"] * len(delivery_columns)),
     )
-    known = (
+    known = (  # noqa: S608
         "INSERT INTO {delivery} ({delivery_columns}, event_id, duplicate) "
         "SELECT {delivery_values}, id, true FROM {event} WHERE source = %s AND dedup_key = %s RETURNING event_id"
     ).format(
@@ -173,7 +174,9 @@ def _store_in_a_transaction(event_row: dict, delivery_row: dict) -> Stored:
     return Stored(event_id=event_id, duplicate=duplicate)
 
 
-def record_rejection(endpoint: Endpoint, headers: Mapping[str, str], remote_addr: str | None, status: int, reason: str) -> None:
+def record_rejection(
+    endpoint: Endpoint, headers: Mapping[str, str], remote_addr: str | None, status: int, reason: str
+) -> None:
     """Keep a trace of a refused request; failing to write it must not change the answer."""
     try:
         RejectedRequest.objects.create(
@@ -192,10 +195,7 @@ def safe_headers(headers: Mapping[str, str], endpoint: Endpoint) -> dict[str, st
     """Request headers with every credential replaced, fit to be stored and shown."""
     module = sources.get(endpoint.source)
     secret = ALWAYS_SECRET_HEADERS | (module.secret_headers(endpoint) if module else set())
-    return {
-        name: REDACTED if name.lower() in secret else _storable(value)
-        for name, value in headers.items()
-    }
+    return {name: REDACTED if name.lower() in secret else _storable(value) for name, value in headers.items()}
 
 
 def _storable(value: str) -> str:

@@ -90,3 +90,13 @@ def json_exception_handler(exc, context):
     if response is not None and isinstance(response.data, dict) and "detail" in response.data:
         response.data = {"error": getattr(exc, "default_code", "error"), "detail": str(response.data["detail"])}
     return response
+
+
+def unknown_webhook_url(request, *args, **kwargs):
+    """Anything under /webhooks/ that is not an endpoint URL: a JSON 404, like the rest of the ingress."""
+    from django.http import JsonResponse
+
+    return JsonResponse(
+        {"error": "unknown_endpoint", "detail": "Webhook URLs look like /webhooks/<source>/<endpoint-id>/."},
+        status=404,
+    )

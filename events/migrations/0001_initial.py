@@ -6,111 +6,219 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('portal', '0001_initial'),
+        ("portal", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Endpoint',
+            name="Endpoint",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('source', models.CharField(choices=[('pdk', 'ProdataKey'), ('spk', 'SmartphoneKey'), ('seam', 'Seam')], max_length=16)),
-                ('name', models.CharField(max_length=200)),
-                ('active', models.BooleanField(default=True)),
-                ('secret', models.CharField(blank=True, help_text="PDK: the subscription's signing secret. Seam: the whsec_… secret. SPK: the static token (apiKeyHeader or bearerToken).", max_length=255)),
-                ('basic_username', models.CharField(blank=True, help_text='PDK: optional Basic user.', max_length=200)),
-                ('basic_password', models.CharField(blank=True, help_text='PDK: optional Basic password.', max_length=200)),
-                ('token_header', models.CharField(blank=True, help_text='SPK apiKeyHeader: the header carrying the token. Blank: Authorization: Bearer.', max_length=100)),
-                ('partner_id', models.CharField(blank=True, help_text='SPK: the org id that detail.partnerId must equal.', max_length=200)),
-                ('unauthenticated', models.BooleanField(default=False, help_text="SPK only: accept deliveries without any token (SPK's 'none' authentication).")),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('site', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to='portal.site')),
+                ("id", models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[("pdk", "ProdataKey"), ("spk", "SmartphoneKey"), ("seam", "Seam")], max_length=16
+                    ),
+                ),
+                ("name", models.CharField(max_length=200)),
+                ("active", models.BooleanField(default=True)),
+                (
+                    "secret",
+                    models.CharField(
+                        blank=True,
+                        help_text="PDK: the subscription's signing secret. Seam: the whsec_… secret. SPK: the static token (apiKeyHeader or bearerToken).",
+                        max_length=255,
+                    ),
+                ),
+                ("basic_username", models.CharField(blank=True, help_text="PDK: optional Basic user.", max_length=200)),
+                (
+                    "basic_password",
+                    models.CharField(blank=True, help_text="PDK: optional Basic password.", max_length=200),
+                ),
+                (
+                    "token_header",
+                    models.CharField(
+                        blank=True,
+                        help_text="SPK apiKeyHeader: the header carrying the token. Blank: Authorization: Bearer.",
+                        max_length=100,
+                    ),
+                ),
+                (
+                    "partner_id",
+                    models.CharField(
+                        blank=True, help_text="SPK: the org id that detail.partnerId must equal.", max_length=200
+                    ),
+                ),
+                (
+                    "unauthenticated",
+                    models.BooleanField(
+                        default=False,
+                        help_text="SPK only: accept deliveries without any token (SPK's 'none' authentication).",
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "site",
+                    models.ForeignKey(
+                        blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to="portal.site"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['source', 'name'],
+                "ordering": ["source", "name"],
             },
         ),
         migrations.CreateModel(
-            name='Event',
+            name="Event",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('source', models.CharField(choices=[('pdk', 'ProdataKey'), ('spk', 'SmartphoneKey'), ('seam', 'Seam')], max_length=16)),
-                ('event_type', models.CharField(max_length=150)),
-                ('dedup_key', models.CharField(help_text='What makes this event unique at its vendor.', max_length=255)),
-                ('message_id', models.CharField(blank=True, help_text='Seam: the svix-id of the message.', max_length=255)),
-                ('occurred_at', models.DateTimeField(blank=True, help_text="The vendor's domain time.", null=True)),
-                ('received_at', models.DateTimeField()),
-                ('payload', models.JSONField()),
-                ('payload_flags', models.JSONField(blank=True, default=list, help_text='Problems found while storing the payload (kept, not fatal).')),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('processed', 'Processed'), ('failed', 'Failed'), ('unhandled', 'Unhandled')], default='pending', max_length=16)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('last_error', models.TextField(blank=True)),
-                ('processed_at', models.DateTimeField(blank=True, null=True)),
-                ('enqueued_at', models.DateTimeField(blank=True, help_text='When its processing task was last published.', null=True)),
-                ('endpoint', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='events.endpoint')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[("pdk", "ProdataKey"), ("spk", "SmartphoneKey"), ("seam", "Seam")], max_length=16
+                    ),
+                ),
+                ("event_type", models.CharField(max_length=150)),
+                (
+                    "dedup_key",
+                    models.CharField(help_text="What makes this event unique at its vendor.", max_length=255),
+                ),
+                (
+                    "message_id",
+                    models.CharField(blank=True, help_text="Seam: the svix-id of the message.", max_length=255),
+                ),
+                ("occurred_at", models.DateTimeField(blank=True, help_text="The vendor's domain time.", null=True)),
+                ("received_at", models.DateTimeField()),
+                ("payload", models.JSONField()),
+                (
+                    "payload_flags",
+                    models.JSONField(
+                        blank=True,
+                        default=list,
+                        help_text="Problems found while storing the payload (kept, not fatal).",
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("processed", "Processed"),
+                            ("failed", "Failed"),
+                            ("unhandled", "Unhandled"),
+                        ],
+                        default="pending",
+                        max_length=16,
+                    ),
+                ),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("last_error", models.TextField(blank=True)),
+                ("processed_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "enqueued_at",
+                    models.DateTimeField(
+                        blank=True, help_text="When its processing task was last published.", null=True
+                    ),
+                ),
+                (
+                    "endpoint",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="events.endpoint",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-received_at', '-id'],
+                "ordering": ["-received_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='Delivery',
+            name="Delivery",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('received_at', models.DateTimeField(db_index=True)),
-                ('headers', models.JSONField(help_text='Request headers, secrets redacted.')),
-                ('body', models.BinaryField()),
-                ('remote_addr', models.GenericIPAddressField(blank=True, null=True)),
-                ('duplicate', models.BooleanField(default=False, help_text='The event had already been stored.')),
-                ('endpoint', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='deliveries', to='events.endpoint')),
-                ('event', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='deliveries', to='events.event')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("received_at", models.DateTimeField(db_index=True)),
+                ("headers", models.JSONField(help_text="Request headers, secrets redacted.")),
+                ("body", models.BinaryField()),
+                ("remote_addr", models.GenericIPAddressField(blank=True, null=True)),
+                ("duplicate", models.BooleanField(default=False, help_text="The event had already been stored.")),
+                (
+                    "endpoint",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="deliveries",
+                        to="events.endpoint",
+                    ),
+                ),
+                (
+                    "event",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="deliveries", to="events.event"
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'deliveries',
-                'ordering': ['-received_at', '-id'],
+                "verbose_name_plural": "deliveries",
+                "ordering": ["-received_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='RejectedRequest',
+            name="RejectedRequest",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('received_at', models.DateTimeField(db_index=True)),
-                ('status_code', models.PositiveSmallIntegerField()),
-                ('reason', models.CharField(max_length=500)),
-                ('remote_addr', models.GenericIPAddressField(blank=True, null=True)),
-                ('headers', models.JSONField(help_text='Request headers, secrets redacted.')),
-                ('endpoint', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='rejections', to='events.endpoint')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("received_at", models.DateTimeField(db_index=True)),
+                ("status_code", models.PositiveSmallIntegerField()),
+                ("reason", models.CharField(max_length=500)),
+                ("remote_addr", models.GenericIPAddressField(blank=True, null=True)),
+                ("headers", models.JSONField(help_text="Request headers, secrets redacted.")),
+                (
+                    "endpoint",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="rejections",
+                        to="events.endpoint",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-received_at', '-id'],
+                "ordering": ["-received_at", "-id"],
             },
         ),
         migrations.AddIndex(
-            model_name='event',
-            index=models.Index(fields=['-received_at', '-id'], name='event_received_idx'),
+            model_name="event",
+            index=models.Index(fields=["-received_at", "-id"], name="event_received_idx"),
         ),
         migrations.AddIndex(
-            model_name='event',
-            index=models.Index(fields=['status', '-received_at'], name='event_status_idx'),
+            model_name="event",
+            index=models.Index(fields=["status", "-received_at"], name="event_status_idx"),
         ),
         migrations.AddIndex(
-            model_name='event',
-            index=models.Index(fields=['source', 'event_type', '-received_at'], name='event_type_idx'),
+            model_name="event",
+            index=models.Index(fields=["source", "event_type", "-received_at"], name="event_type_idx"),
         ),
         migrations.AddIndex(
-            model_name='event',
-            index=models.Index(condition=models.Q(('enqueued_at__isnull', True), ('status', 'pending')), fields=['id'], name='event_unpublished_idx'),
+            model_name="event",
+            index=models.Index(
+                condition=models.Q(("enqueued_at__isnull", True), ("status", "pending")),
+                fields=["id"],
+                name="event_unpublished_idx",
+            ),
         ),
         migrations.AddIndex(
-            model_name='event',
-            index=models.Index(condition=models.Q(('status', 'pending')), fields=['enqueued_at'], name='event_pending_idx'),
+            model_name="event",
+            index=models.Index(
+                condition=models.Q(("status", "pending")), fields=["enqueued_at"], name="event_pending_idx"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='event',
-            constraint=models.UniqueConstraint(fields=('source', 'dedup_key'), name='event_unique_per_source'),
+            model_name="event",
+            constraint=models.UniqueConstraint(fields=("source", "dedup_key"), name="event_unique_per_source"),
         ),
     ]

@@ -7,10 +7,11 @@ import hmac
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import Any, Mapping
+from typing import Any
 
 from django.utils.dateparse import parse_datetime
 

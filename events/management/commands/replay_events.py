@@ -37,4 +37,7 @@ class Command(BaseCommand):
         if published:
             self.stdout.write(f"Replaying {count} events.")
         else:
-            self.stdout.write(f"Marked {count} events pending; the broker is unreachable, so the dispatcher publishes them once it is back.")
+            self.stdout.write(
+                f"Marked {count} events pending; the broker is unreachable, "
+                "so the dispatcher publishes them once it is back."
+            )

@@ -1,0 +1,195 @@
+"""What operators see of inbound traffic: endpoints, events, raw deliveries, rejected requests."""
+
+import json
+
+from django import forms
+from django.contrib import admin, messages
+from django.urls import reverse
+from django.utils.html import format_html
+
+from events import processing
+from events.models import Delivery, Endpoint, Event, RejectedRequest
+
+SECRET_FIELDS = ("secret", "basic_password")
+
+
+def masked(value: str) -> str:
+    """Enough to recognise a secret, never enough to use it."""
+    if not value:
+        return "not set"
+    return f"set (…{value[-4:]})" if len(value) >= 12 else "set"
+
+
+class EndpointForm(forms.ModelForm):
+    """Secrets are write-only: the form never renders them, and a blank field keeps the stored one."""
+
+    secret = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False))
+    basic_password = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False))
+    clear_secrets = forms.BooleanField(required=False, label="Remove the stored secret and Basic password")
+
+    class Meta:
+        model = Endpoint
+        fields = [
+            "source",
+            "name",
+            "site",
+            "active",
+            "secret",
+            "basic_username",
+            "basic_password",
+            "token_header",
+            "partner_id",
+            "unauthenticated",
+        ]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in SECRET_FIELDS:
+            field = self.fields[name]
+            field.help_text = Endpoint._meta.get_field(name).help_text
+            if self.instance.pk:
+                field.help_text += f" Currently {masked(getattr(self.instance, name))}; leave blank to keep it."
+        if self.instance.pk:
+            self.fields["source"].disabled = True
+
+    def _post_clean(self):
+        # Blank secret inputs mean "keep": put the stored values back before the model validates.
+        if self.instance.pk and not self.cleaned_data.get("clear_secrets"):
+            stored = Endpoint.objects.filter(pk=self.instance.pk).values(*SECRET_FIELDS).first() or {}
+            for name in SECRET_FIELDS:
+                if not self.cleaned_data.get(name):
+                    self.cleaned_data[name] = stored.get(name, "")
+        super()._post_clean()
+
+
+@admin.register(Endpoint)
+class EndpointAdmin(admin.ModelAdmin):
+    form = EndpointForm
+    list_display = ["name", "source", "site", "active", "verification_badge", "webhook_url"]
+    list_filter = ["source", "active", "site"]
+    list_select_related = ["site"]
+    search_fields = ["name", "=id"]
+    readonly_fields = ["webhook_url", "verification_badge", "created_at"]
+
+    @admin.display(description="verification")
+    def verification_badge(self, obj: Endpoint) -> str:
+        if obj.unauthenticated:
+            return format_html('<strong style="color:#b00">⚠ {}</strong>', obj.verification)
+        return obj.verification
+
+    @admin.display(description="URL to give the vendor")
+    def webhook_url(self, obj: Endpoint) -> str:
+        return obj.url if obj.pk else "(shown once saved)"
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Inbound records are evidence: nobody edits or adds them by hand."""
+
+    show_full_result_count = False
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+def _pretty(value) -> str:
+    return format_html(
+        "<pre style='white-space:pre-wrap;max-width:90em'>{}</pre>", json.dumps(value, indent=2, ensure_ascii=False)
+    )
+
+
+@admin.register(Event)
+class EventAdmin(ReadOnlyAdmin):
+    list_display = ["id", "received_at", "source", "event_type", "status", "attempts", "occurred_at", "endpoint"]
+    list_filter = ["source", "status", "received_at", "event_type"]
+    list_select_related = ["endpoint"]
+    search_fields = ["=dedup_key", "=event_type", "=message_id"]
+    actions = ["reprocess"]
+    fields = [
+        "source",
+        "event_type",
+        "status",
+        "attempts",
+        "last_error",
+        "dedup_key",
+        "message_id",
+        "occurred_at",
+        "received_at",
+        "processed_at",
+        "enqueued_at",
+        "endpoint",
+        "flags",
+        "payload_pretty",
+        "deliveries_link",
+    ]
+    readonly_fields = fields
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="payload")
+    def payload_pretty(self, obj: Event) -> str:
+        return _pretty(obj.payload)
+
+    @admin.display(description="payload flags")
+    def flags(self, obj: Event) -> str:
+        return "; ".join(obj.payload_flags) or "none"
+
+    @admin.display(description="raw deliveries")
+    def deliveries_link(self, obj: Event) -> str:
+        url = reverse("admin:events_delivery_changelist") + f"?event__id__exact={obj.pk}"
+        return format_html('<a href="{}">every request that carried this event</a>', url)
+
+    @admin.action(description="Reprocess the selected events", permissions=["reprocess"])
+    def reprocess(self, request, queryset):
+        count, published = processing.replay(queryset)
+        if published:
+            self.message_user(request, f"{count} events queued for processing again.", messages.SUCCESS)
+        else:
+            self.message_user(
+                request,
+                f"{count} events marked pending; the broker is unreachable, they will be processed once it is back.",
+                messages.WARNING,
+            )
+
+    def has_reprocess_permission(self, request):
+        return request.user.has_perm("events.view_event")
+
+
+@admin.register(Delivery)
+class DeliveryAdmin(ReadOnlyAdmin):
+    list_display = ["id", "received_at", "endpoint", "event_link", "duplicate", "remote_addr"]
+    list_filter = ["duplicate", "received_at", "endpoint__source"]
+    list_select_related = ["endpoint", "event"]
+    fields = ["received_at", "endpoint", "event_link", "duplicate", "remote_addr", "headers_pretty", "body_text"]
+    readonly_fields = fields
+
+    @admin.display(description="event")
+    def event_link(self, obj: Delivery) -> str:
+        url = reverse("admin:events_event_change", args=[obj.event_id])
+        return format_html('<a href="{}">{}</a>', url, obj.event)
+
+    @admin.display(description="headers")
+    def headers_pretty(self, obj: Delivery) -> str:
+        return _pretty(obj.headers)
+
+    @admin.display(description="body, as received")
+    def body_text(self, obj: Delivery) -> str:
+        return format_html(
+            "<pre style='white-space:pre-wrap;max-width:90em'>{}</pre>", bytes(obj.body).decode("utf-8", "replace")
+        )
+
+
+@admin.register(RejectedRequest)
+class RejectedRequestAdmin(ReadOnlyAdmin):
+    list_display = ["received_at", "endpoint", "status_code", "reason", "remote_addr"]
+    list_filter = ["status_code", "received_at", "endpoint__source"]
+    list_select_related = ["endpoint"]
+    fields = ["received_at", "endpoint", "status_code", "reason", "remote_addr", "headers_pretty"]
+    readonly_fields = fields
+
+    @admin.display(description="headers")
+    def headers_pretty(self, obj: RejectedRequest) -> str:
+        return _pretty(obj.headers)

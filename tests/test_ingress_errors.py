@@ -1,0 +1,147 @@
+"""Every way a request can be wrong gets a clear 4xx (or a 503 the vendor retries), never a 500."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from events.models import Delivery, Event, RejectedRequest
+from tests.conftest import http_post
+from tests.vendors import fixture_bytes
+
+pytestmark = pytest.mark.django_db
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def assert_problem(response, status: int, mentions: str = ""):
+    assert response.status_code == status, response.content
+    answer = response.json()
+    assert answer["error"] and answer["detail"]
+    assert mentions in answer["detail"]
+    assert not Event.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("source", "body", "mentions"),
+    [
+        ("pdk", b"not json at all", "not valid JSON"),
+        ("pdk", b"", "empty"),
+        ("pdk", b"[1, 2]", "JSON list"),
+        ("pdk", b'"text"', "JSON str"),
+        ("pdk", b'{"id": "1", "body": {}}', "'topic'"),
+        ("pdk", b'{"topic": 17}', "'topic'"),
+        ("pdk", b'{"topic": ""}', "'topic'"),
+        ("pdk", b'{"topic": "door.request.allowed", "n": NaN}', "NaN"),
+        ("pdk", b'{"topic": "door.request.allowed", "n": 1e400}', "out of range"),
+        ("pdk", b'{"topic": "x", "n": ' + b"9" * 5000 + b"}", "not valid JSON"),
+        ("pdk", b"[" * 100_000 + b"]" * 100_000, "not valid JSON"),
+        ("pdk", b'{"topic": "' + b"t" * 151 + b'"}', "longer than 150"),
+        ("spk", b'{"detail-type": "KeyAdded", "detail": {}}', "'source'"),
+        ("spk", b'{"source": "spk.api", "detail": {}}', "'detail-type'"),
+        ("spk", b'{"source": "spk.api", "detail-type": "KeyAdded"}', "'detail'"),
+        ("spk", b'{"source": "spk.api", "detail-type": "KeyAdded", "detail": "x"}', "'detail'"),
+        ("seam", b'{"event_type": "lock.locked"}', "'event_id'"),
+        ("seam", b'{"event_id": "e1"}', "'event_type'"),
+    ],
+)
+def test_body_that_cannot_be_an_event_is_400_naming_the_problem(post, endpoint_for, source, body, mentions):
+    endpoint = endpoint_for(source, partner_id="") if source == "spk" else endpoint_for(source)
+    assert_problem(post(endpoint, body), 400, mentions)
+    assert RejectedRequest.objects.get().status_code == 400
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml"])
+def test_content_type_other_than_json_is_415(post, endpoint_for, content_type):
+    endpoint = endpoint_for("pdk")
+    assert_problem(post(endpoint, fixture_bytes("pdk", "door.request.allowed.json"), content_type=content_type), 415)
+
+
+@pytest.mark.parametrize("content_type", ["application/json; charset=utf-8", "application/cloudevents+json", ""])
+def test_json_content_types_are_accepted(post, endpoint_for, content_type):
+    endpoint = endpoint_for("pdk")
+    response = post(endpoint, fixture_bytes("pdk", "door.request.allowed.json"), content_type=content_type)
+    assert response.status_code == 200
+
+
+def test_body_over_the_limit_is_413(post, endpoint_for, settings):
+    settings.PORTAL_MAX_BODY_BYTES = 1000
+    endpoint = endpoint_for("pdk")
+    body = json.dumps({"topic": "door.request.allowed", "pad": "x" * 1000}).encode()
+    assert_problem(post(endpoint, body), 413, "1000-byte")
+
+
+def test_body_at_the_limit_is_accepted(post, endpoint_for, settings):
+    body = fixture_bytes("pdk", "door.request.allowed.json")
+    settings.PORTAL_MAX_BODY_BYTES = len(body)
+    assert post(endpoint_for("pdk"), body).status_code == 200
+
+
+@pytest.mark.parametrize("method", ["get", "put", "patch", "delete"])
+def test_other_methods_are_405(client, endpoint_for, method):
+    endpoint = endpoint_for("pdk")
+    response = getattr(client, method)(endpoint.path)
+    assert response.status_code == 405
+    assert response.json()["detail"]
+
+
+@pytest.mark.parametrize("path", ["/webhooks/pdk/not-a-uuid/", "/webhooks/", "/webhooks/nope/x/y/"])
+def test_malformed_webhook_urls_are_json_404(client, path):
+    response = client.post(path, b"{}", content_type="application/json")
+    assert response.status_code == 404
+    assert response.json()["error"] == "unknown_endpoint"
+
+
+def test_unknown_source_is_404(client, endpoint_for):
+    endpoint = endpoint_for("pdk")
+    response = client.post(f"/webhooks/acme/{endpoint.pk}/", b"{}", content_type="application/json")
+    assert response.status_code == 404
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_unreachable_database_is_a_quick_503_never_a_2xx():
+    """A real server process whose database does not answer: the vendor is told to retry."""
+    port = _free_port()
+    dead_port = _free_port()  # nothing listens there
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://postgres@127.0.0.1:{dead_port}/portal",
+        "PORTAL_ENDPOINT_CACHE_SECONDS": "0",
+    }
+    server = subprocess.Popen(
+        [Path(sys.executable).parent / "gunicorn", "portal.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        body = fixture_bytes("pdk", "door.request.allowed.json")
+        started = time.monotonic()
+        status, answer = http_post(
+            f"http://127.0.0.1:{port}", "/webhooks/pdk/7c2f1f7e-3d4c-4c3b-9e55-2d1f0f0e9a11/", body, {}
+        )
+        elapsed = time.monotonic() - started
+    finally:
+        server.terminate()
+        server.wait(10)
+    assert status == 503, answer
+    assert answer["error"] == "database_unavailable"
+    assert elapsed < 5, "the vendor must not be kept waiting on a dead database"
+    assert not Delivery.objects.exists()

@@ -1,0 +1,155 @@
+"""Stored events reach a worker and end processed, failed or unhandled: once, and replayably."""
+
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from events import processing
+from events.models import Event
+from events.sources import pdk
+from tests.conftest import http_post, make_endpoint
+from tests.processes import celery_worker, dispatcher, free_port, port_open, process_env, redis_server, wait_until
+from tests.vendors import SIGNERS, fixture_bytes, fixture_files, with_changes
+
+
+def store(post, endpoint, name="door.request.allowed.json", vendor="pdk") -> Event:
+    response = post(endpoint, fixture_bytes(vendor, name))
+    assert response.status_code == 200
+    return Event.objects.get(pk=response.json()["event_id"])
+
+
+@pytest.fixture
+def pdk_handlers(monkeypatch):
+    """Install handlers in PDK's table for one test (the building model fills it for real)."""
+
+    def install(**handlers):
+        for topic, handler in handlers.items():
+            monkeypatch.setitem(pdk.HANDLERS, topic.replace("_", "."), handler)
+
+    return install
+
+
+@pytest.mark.django_db
+class TestProcessing:
+    def test_event_without_handler_ends_unhandled_and_says_why(self, post, endpoint_for):
+        event = store(post, endpoint_for("pdk"))
+        assert processing.process(event.pk) == "unhandled"
+        event.refresh_from_db()
+        assert (event.status, event.attempts) == ("unhandled", 1)
+        assert "door.request.allowed" in event.last_error
+
+    def test_handler_runs_once_and_event_ends_processed(self, post, endpoint_for, pdk_handlers):
+        seen = []
+        pdk_handlers(door_request_allowed=lambda event: seen.append(event.pk))
+        event = store(post, endpoint_for("pdk"))
+
+        processing.process(event.pk)
+        processing.process(event.pk)  # a redelivered task message
+
+        event.refresh_from_db()
+        assert (event.status, event.attempts, seen) == ("processed", 1, [event.pk])
+        assert event.processed_at is not None
+
+    def test_handler_error_marks_event_failed_with_the_reason(self, post, endpoint_for, pdk_handlers):
+        def broken(event):
+            raise ValueError("door 1 is not on panel 1070000")
+
+        pdk_handlers(door_request_allowed=broken)
+        event = store(post, endpoint_for("pdk"))
+
+        assert processing.process(event.pk) == "failed"
+        event.refresh_from_db()
+        assert event.last_error == "ValueError: door 1 is not on panel 1070000"
+
+    def test_ignored_type_ends_processed(self, post, endpoint_for, monkeypatch):
+        monkeypatch.setitem(pdk.IGNORED, "door.request.allowed", "for this test")
+        event = store(post, endpoint_for("pdk"))
+        assert processing.process(event.pk) == "processed"
+
+    def test_missing_event_is_nothing_to_do(self):
+        assert processing.process(987654321) is None
+
+    def test_replay_command_makes_failed_and_unhandled_events_pending_again(self, post, endpoint_for):
+        endpoint = endpoint_for("pdk")
+        unhandled = store(post, endpoint)
+        processing.process(unhandled.pk)
+        other = store(post, endpoint, "door.request.denied.json")
+        processing.process(other.pk)
+
+        call_command("replay_events", "--unhandled", "--type", "door.request.denied")
+
+        unhandled.refresh_from_db()
+        other.refresh_from_db()
+        assert unhandled.status == "unhandled"
+        assert other.status == "pending" and other.last_error == ""
+        assert processing.process(other.pk) == "unhandled"
+        other.refresh_from_db()
+        assert other.attempts == 2
+
+    def test_requeue_publishes_only_stale_pending_events(self, post, endpoint_for):
+        endpoint = endpoint_for("pdk")
+        fresh = store(post, endpoint)
+        stale = store(post, endpoint, "door.request.denied.json")
+        long_ago = timezone.now() - timedelta(minutes=5)
+        Event.objects.filter(pk=stale.pk).update(received_at=long_ago)
+
+        assert processing.requeue_stale(timedelta(minutes=1)) == 1
+
+        fresh.refresh_from_db()
+        stale.refresh_from_db()
+        assert fresh.enqueued_at is None and stale.enqueued_at is not None
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_committed_events_reach_a_real_worker(live_server):
+    """The whole path with real processes: ingress → dispatcher → Redis → Celery worker."""
+    endpoint = make_endpoint("seam")
+    env = process_env()
+    with celery_worker(env), dispatcher(env):
+        ids = []
+        for path in fixture_files("seam"):
+            body = path.read_bytes()
+            status, answer = http_post(live_server.url, endpoint.path, body, SIGNERS["seam"](body))
+            assert status == 200
+            ids.append(answer["event_id"])
+        events = Event.objects.filter(pk__in=ids)
+        wait_until(lambda: not events.filter(status="pending").exists(), message="events to be processed")
+    assert set(events.values_list("status", "attempts")) == {("unhandled", 1)}
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_broker_outage_loses_nothing_and_processes_each_event_once(live_server):
+    """Redis stops while events arrive: every request is still a 2xx, and each event runs once it is back."""
+    port = free_port()
+    env = process_env(broker_url=f"redis://127.0.0.1:{port}/0")
+    endpoint = make_endpoint("pdk")
+    body = fixture_bytes("pdk", "door.request.allowed.json")
+
+    def deliver(prefix, n):
+        sent = []
+        for i in range(n):
+            variant = with_changes(body, id=f"{prefix}-{i}")
+            status, answer = http_post(live_server.url, endpoint.path, variant, SIGNERS["pdk"](variant))
+            assert status == 200, answer
+            sent.append(answer["event_id"])
+        return sent
+
+    with celery_worker(env), dispatcher(env):
+        with redis_server(port, "redis-before-outage"):
+            wait_until(lambda: port_open(port), message="redis to start")
+            before = deliver("before", 5)
+            wait_until(lambda: not Event.objects.filter(status="pending").exists(), message="first batch")
+        # Redis is down now: the ingress must not care.
+        during = deliver("during", 20)
+        assert Event.objects.filter(pk__in=during, status="pending", enqueued_at__isnull=True).count() == 20
+        with redis_server(port, "redis-after-outage"):
+            wait_until(
+                lambda: not Event.objects.filter(status="pending").exists(), timeout=60, message="backlog to drain"
+            )
+
+    assert len(set(before + during)) == 25
+    assert set(Event.objects.values_list("status", "attempts")) == {("unhandled", 1)}

@@ -1,0 +1,151 @@
+"""Exactly one event per vendor event, however and however often it arrives."""
+
+import json
+import threading
+
+import pytest
+
+from events.models import Delivery, Event, RejectedRequest
+from tests.conftest import http_post, make_endpoint
+from tests.vendors import SIGNERS, fixture_bytes, with_changes
+
+
+def test_duplicate_delivery_returns_same_event(post, endpoint_for):
+    endpoint = endpoint_for("seam")
+    body = fixture_bytes("seam", "lock.unlocked.json")
+
+    first = post(endpoint, body).json()
+    second = post(endpoint, body).json()  # Seam retries with a new timestamp and signature
+
+    assert first["duplicate"] is False and second["duplicate"] is True
+    assert first["event_id"] == second["event_id"]
+    assert Event.objects.count() == 1
+    assert list(Delivery.objects.order_by("pk").values_list("duplicate", flat=True)) == [False, True]
+
+
+def test_same_pdk_id_under_another_topic_is_another_event(post, endpoint_for):
+    endpoint = endpoint_for("pdk")
+    forced = fixture_bytes("pdk", "door.alarm.forced.json")
+    cleared = fixture_bytes("pdk", "door.alarm.forced.cleared.json")
+    assert json.loads(forced)["id"] == json.loads(cleared)["id"]
+
+    ids = {post(endpoint, forced).json()["event_id"], post(endpoint, cleared).json()["event_id"]}
+
+    assert len(ids) == 2
+
+
+def test_same_pdk_id_at_another_time_is_another_event(post, endpoint_for):
+    endpoint = endpoint_for("pdk")
+    body = fixture_bytes("pdk", "door.request.allowed.json")
+    later = json.loads(body)
+    later["metadata"]["occurred"] += 1000
+
+    first = post(endpoint, body).json()
+    second = post(endpoint, json.dumps(later).encode()).json()
+
+    assert first["event_id"] != second["event_id"]
+
+
+def test_pdk_event_without_id_is_identified_by_its_content(post, endpoint_for):
+    endpoint = endpoint_for("pdk")
+    body = fixture_bytes("pdk", "panel.disconnected.json")
+    reordered = json.dumps(dict(reversed(list(json.loads(body).items())))).encode()
+
+    first = post(endpoint, body).json()
+    same_content = post(endpoint, reordered).json()
+    other = post(endpoint, with_changes(body, ip="100.64.78.83")).json()
+
+    assert same_content == {**first, "duplicate": True}
+    assert other["event_id"] != first["event_id"]
+
+
+def test_spk_events_are_identified_by_envelope_id(post, endpoint_for):
+    endpoint = endpoint_for("spk")
+    body = fixture_bytes("spk", "KeyAdded.json")
+
+    first = post(endpoint, body).json()
+    redelivered = post(endpoint, with_changes(body, time="2030-01-01T00:00:00Z")).json()
+
+    assert redelivered == {**first, "duplicate": True}
+
+
+def test_same_event_to_two_endpoints_of_a_vendor_is_one_event(post, endpoint_for):
+    body = fixture_bytes("pdk", "door.request.denied.json")
+    first = post(endpoint_for("pdk"), body).json()
+    second = post(endpoint_for("pdk"), body).json()
+    assert second == {**first, "duplicate": True}
+
+
+def test_shadow_update_inner_json_is_stored_parsed(post, endpoint_for):
+    endpoint = endpoint_for("spk")
+    answer = post(endpoint, fixture_bytes("spk", "ShadowUpdateWithDelta.json")).json()
+
+    detail = Event.objects.get(pk=answer["event_id"]).payload["detail"]
+
+    for name in ("reportedState", "desiredState", "deltaState", "metadata"):
+        assert isinstance(detail[name], dict), name
+    assert detail["deltaState"]
+
+
+def test_shadow_update_with_unparseable_inner_json_is_kept_as_text_and_flagged(post, endpoint_for):
+    endpoint = endpoint_for("spk")
+    envelope = json.loads(fixture_bytes("spk", "ShadowUpdate.json"))
+    envelope["detail"]["deltaState"] = "{not json"
+
+    response = post(endpoint, json.dumps(envelope).encode())
+
+    assert response.status_code == 200
+    event = Event.objects.get(pk=response.json()["event_id"])
+    assert event.payload["detail"]["deltaState"] == "{not json"
+    assert isinstance(event.payload["detail"]["reportedState"], dict)
+    assert len(event.payload_flags) == 1 and "deltaState" in event.payload_flags[0]
+
+
+def test_text_postgresql_cannot_hold_is_replaced_in_the_payload_but_kept_in_the_raw_body(post, endpoint_for):
+    endpoint = endpoint_for("seam")
+    body = with_changes(fixture_bytes("seam", "lock.locked.json"), customer_key="a\u0000b\udc00c")
+
+    response = post(endpoint, body)
+
+    assert response.status_code == 200
+    event = Event.objects.get(pk=response.json()["event_id"])
+    assert event.payload["customer_key"] == "a\ufffdb\ufffdc"
+    assert bytes(Delivery.objects.get(event=event).body) == body
+
+
+def test_credentials_are_redacted_from_stored_headers(post, endpoint_for):
+    bearer = endpoint_for("spk", token_header="", secret="bearer-secret-123")
+    body = fixture_bytes("spk", "OwnerSet.json")
+
+    post(bearer, body, {"Authorization": "Bearer bearer-secret-123", "Cookie": "sessionid=abc"}, sign=False)
+    post(bearer, body, {"Authorization": "Bearer wrong"}, sign=False)
+
+    stored = json.dumps(list(Delivery.objects.values_list("headers", flat=True)))
+    rejected = json.dumps(list(RejectedRequest.objects.values_list("headers", flat=True)))
+    for text in (stored, rejected):
+        assert "bearer-secret-123" not in text and "wrong" not in text and "sessionid" not in text
+        assert "[redacted]" in text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ten_concurrent_copies_of_one_event_store_it_once(live_server):
+    endpoint = make_endpoint("pdk")
+    body = fixture_bytes("pdk", "door.alarm.forced.json")
+    barrier = threading.Barrier(10)
+    answers = []
+
+    def deliver():
+        barrier.wait()
+        answers.append(http_post(live_server.url, endpoint.path, body, SIGNERS["pdk"](body)))
+
+    threads = [threading.Thread(target=deliver) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert [status for status, _ in answers] == [200] * 10
+    assert len({answer["event_id"] for _, answer in answers}) == 1
+    assert sorted(answer["duplicate"] for _, answer in answers) == [False] + [True] * 9
+    assert Event.objects.count() == 1
+    assert Delivery.objects.count() == 10
