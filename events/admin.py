@@ -44,17 +44,19 @@ class EndpointForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        # UUID primary keys exist before saving, so "is this an edit?" is asked of _state.
+        self.editing = not self.instance._state.adding
         for name in SECRET_FIELDS:
             field = self.fields[name]
             field.help_text = Endpoint._meta.get_field(name).help_text
-            if self.instance.pk:
+            if self.editing:
                 field.help_text += f" Currently {masked(getattr(self.instance, name))}; leave blank to keep it."
-        if self.instance.pk:
+        if self.editing:
             self.fields["source"].disabled = True
 
     def _post_clean(self):
         # Blank secret inputs mean "keep": put the stored values back before the model validates.
-        if self.instance.pk and not self.cleaned_data.get("clear_secrets"):
+        if self.editing and not self.cleaned_data.get("clear_secrets"):
             stored = Endpoint.objects.filter(pk=self.instance.pk).values(*SECRET_FIELDS).first() or {}
             for name in SECRET_FIELDS:
                 if not self.cleaned_data.get(name):
@@ -71,6 +73,16 @@ class EndpointAdmin(admin.ModelAdmin):
     search_fields = ["name", "=id"]
     readonly_fields = ["webhook_url", "verification_badge", "created_at"]
 
+    def get_fieldsets(self, request, obj=None):
+        verification = ["secret", "basic_username", "basic_password", "token_header", "partner_id", "unauthenticated"]
+        if obj is not None:
+            verification.append("clear_secrets")
+        return [
+            (None, {"fields": ["source", "name", "site", "active"]}),
+            ("Verification", {"fields": verification, "description": "Secrets are write-only."}),
+            ("Where the vendor posts", {"fields": ["webhook_url", "verification_badge", "created_at"]}),
+        ]
+
     @admin.display(description="verification")
     def verification_badge(self, obj: Endpoint) -> str:
         if obj.unauthenticated:
@@ -79,7 +91,7 @@ class EndpointAdmin(admin.ModelAdmin):
 
     @admin.display(description="URL to give the vendor")
     def webhook_url(self, obj: Endpoint) -> str:
-        return obj.url if obj.pk else "(shown once saved)"
+        return "(shown once saved)" if obj._state.adding else obj.url
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
