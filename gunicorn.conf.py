@@ -10,5 +10,5 @@ threads = int(os.environ.get("GUNICORN_THREADS", "1"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "20"))
 keepalive = 5
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
-# The proxy in front (if any) must be listed here for REMOTE_ADDR to be the vendor's address.
+# The proxy in front (if any): trusted for X-Forwarded-Proto (see also PORTAL_TRUSTED_PROXIES).
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")

@@ -204,9 +204,13 @@ def _storable(value: str) -> str:
 
 
 def client_address(meta: Mapping[str, str]) -> str | None:
-    """REMOTE_ADDR when it is an IP address (behind a proxy, gunicorn's forwarded_allow_ips sets it)."""
-    value = meta.get("REMOTE_ADDR") or ""
+    """The sender's IP: REMOTE_ADDR, or the nearest X-Forwarded-For hop when it came via a trusted proxy."""
+    address = meta.get("REMOTE_ADDR") or ""
+    if address in settings.PORTAL_TRUSTED_PROXIES:
+        hops = [hop.strip() for hop in meta.get("HTTP_X_FORWARDED_FOR", "").split(",") if hop.strip()]
+        if hops:
+            address = hops[-1]
     try:
-        return str(ipaddress.ip_address(value))
+        return str(ipaddress.ip_address(address))
     except ValueError:
         return None

@@ -26,6 +26,8 @@ PORTAL_RETENTION_DAYS = env.int("PORTAL_RETENTION_DAYS", default=30)
 PORTAL_REQUEUE_AFTER_SECONDS = env.int("PORTAL_REQUEUE_AFTER_SECONDS", default=60)
 # How often the dispatcher looks for newly committed events.
 PORTAL_DISPATCH_INTERVAL_SECONDS = env.float("PORTAL_DISPATCH_INTERVAL_SECONDS", default=0.2)
+# Reverse proxies whose X-Forwarded-For names the real sender (recorded on deliveries).
+PORTAL_TRUSTED_PROXIES = env.list("PORTAL_TRUSTED_PROXIES", default=[])
 # Endpoint settings are cached per process for this long on the ingress hot path.
 PORTAL_ENDPOINT_CACHE_SECONDS = env.float("PORTAL_ENDPOINT_CACHE_SECONDS", default=5.0)
 

@@ -149,3 +149,15 @@ def test_ten_concurrent_copies_of_one_event_store_it_once(live_server):
     assert sorted(answer["duplicate"] for _, answer in answers) == [False] + [True] * 9
     assert Event.objects.count() == 1
     assert Delivery.objects.count() == 10
+
+
+def test_sender_address_comes_from_a_trusted_proxy_only(post, endpoint_for, settings):
+    endpoint = endpoint_for("pdk")
+    body = fixture_bytes("pdk", "door.request.allowed.json")
+    forwarded = {"X-Forwarded-For": "203.0.113.9, 198.51.100.7"}
+
+    post(endpoint, body, forwarded)
+    settings.PORTAL_TRUSTED_PROXIES = ["127.0.0.1"]
+    post(endpoint, body, forwarded)
+
+    assert list(Delivery.objects.order_by("pk").values_list("remote_addr", flat=True)) == ["127.0.0.1", "198.51.100.7"]
