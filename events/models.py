@@ -83,7 +83,12 @@ class Event(models.Model):
     message_id = models.CharField(max_length=255, blank=True, help_text="Seam: the svix-id of the message.")
     occurred_at = models.DateTimeField(null=True, blank=True, help_text="The vendor's domain time.")
     received_at = models.DateTimeField()
-    endpoint = models.ForeignKey(Endpoint, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # No database constraint on the endpoint links: every insert would lock the endpoint row to
+    # check it, and concurrent deliveries to one endpoint would queue on that lock. Django still
+    # applies SET_NULL when an endpoint is deleted.
+    endpoint = models.ForeignKey(
+        Endpoint, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_constraint=False
+    )
     payload = models.JSONField()
     payload_flags = models.JSONField(
         default=list, blank=True, help_text="Problems found while storing the payload (kept, not fatal)."
@@ -119,7 +124,9 @@ class Event(models.Model):
 class Delivery(models.Model):
     """One accepted HTTP request, exactly as received (pruned after the retention period)."""
 
-    endpoint = models.ForeignKey(Endpoint, null=True, on_delete=models.SET_NULL, related_name="deliveries")
+    endpoint = models.ForeignKey(
+        Endpoint, null=True, on_delete=models.SET_NULL, related_name="deliveries", db_constraint=False
+    )
     event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="deliveries")
     received_at = models.DateTimeField(db_index=True)
     headers = models.JSONField(help_text="Request headers, secrets redacted.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import time
@@ -91,8 +92,13 @@ def record_delivery(endpoint: Endpoint, inbound: Inbound, event: IdentifiedEvent
     return _store_in_a_transaction(event_row, delivery_row)
 
 
+@functools.cache
+def _fields(model, names: tuple[str, ...]) -> tuple:
+    return tuple(model._meta.get_field(name) for name in names)
+
+
 def _columns(model, row: dict) -> tuple[list[str], list]:
-    fields = [model._meta.get_field(name) for name in row]
+    fields = _fields(model, tuple(row))
     quote = connection.ops.quote_name
     return [quote(f.column) for f in fields], [f.get_db_prep_save(row[f.name], connection) for f in fields]
 
@@ -105,45 +111,51 @@ def _table(model) -> str:
 _NEW_EVENT = "INSERT INTO {event} ({columns}) VALUES ({values}) ON CONFLICT (source, dedup_key) DO NOTHING RETURNING id"
 
 
+@functools.cache
+def _one_statement_sql(event_names: tuple[str, ...], delivery_names: tuple[str, ...]) -> tuple[str, str]:
+    """The two statements of the PostgreSQL path, built once per process from the models.
+
+    Table and column names come from the models and values are parameters: nothing is interpolated.
+    """
+    quote = connection.ops.quote_name
+    event_columns = ", ".join(quote(f.column) for f in _fields(Event, event_names))
+    delivery_columns = ", ".join(quote(f.column) for f in _fields(Delivery, delivery_names))
+    delivery_values = ", ".join(["%s"] * len(delivery_names))
+    insert_event = _NEW_EVENT.format(
+        event=_table(Event), columns=event_columns, values=", ".join(["%s"] * len(event_names))
+    )
+    insert_delivery = f"INSERT INTO {_table(Delivery)} ({delivery_columns}, event_id, duplicate) "
+    new = (
+        f"WITH new_event AS ({insert_event}) {insert_delivery}"  # noqa: S608
+        f"SELECT {delivery_values}, id, false FROM new_event RETURNING event_id"
+    )
+    known = (
+        f"{insert_delivery}SELECT {delivery_values}, id, true FROM {_table(Event)} "  # noqa: S608
+        "WHERE source = %s AND dedup_key = %s RETURNING event_id"
+    )
+    return new, known
+
+
 def _store_in_one_statement(event_row: dict, delivery_row: dict) -> Stored:
-    """PostgreSQL: the event and its delivery in one autocommitted statement (one round trip).
+    """PostgreSQL: the event and its delivery in one autocommitted, prepared statement.
 
     When the event is already stored the statement inserts nothing; a second statement, which
     sees the committed event, records the delivery as a duplicate. A conflicting insert that
-    rolled back leaves neither, so the pair is tried again.
+    rolled back leaves neither, so the pair is tried again. The statements go to psycopg directly
+    (prepared server-side, parsed once per connection); Django still maps its errors.
     """
-    event_columns, event_params = _columns(Event, event_row)
-    delivery_columns, delivery_params = _columns(Delivery, delivery_row)
-    # Table and column names come from the models, values are parameters: nothing is interpolated.
-    new = (
-        "WITH new_event AS (" + _NEW_EVENT + ") "  # noqa: S608
-        "INSERT INTO {delivery} ({delivery_columns}, event_id, duplicate) "
-        "SELECT {delivery_values}, id, false FROM new_event RETURNING event_id"
-    ).format(
-        event=_table(Event),
-        columns=", ".join(event_columns),
-        values=", ".join(["%s"] * len(event_columns)),
-        delivery=_table(Delivery),
-        delivery_columns=", ".join(delivery_columns),
-        delivery_values=", ".join(["%s"] * len(delivery_columns)),
-    )
-    known = (  # noqa: S608
-        "INSERT INTO {delivery} ({delivery_columns}, event_id, duplicate) "
-        "SELECT {delivery_values}, id, true FROM {event} WHERE source = %s AND dedup_key = %s RETURNING event_id"
-    ).format(
-        event=_table(Event),
-        delivery=_table(Delivery),
-        delivery_columns=", ".join(delivery_columns),
-        delivery_values=", ".join(["%s"] * len(delivery_columns)),
-    )
-    with connection.cursor() as cursor:
+    new, known = _one_statement_sql(tuple(event_row), tuple(delivery_row))
+    _, event_params = _columns(Event, event_row)
+    _, delivery_params = _columns(Delivery, delivery_row)
+    connection.ensure_connection()
+    with connection.wrap_database_errors:
+        execute = connection.connection.execute
         for _attempt in range(3):
-            cursor.execute(new, event_params + delivery_params)
-            row = cursor.fetchone()
+            row = execute(new, event_params + delivery_params, prepare=True).fetchone()
             if row:
                 return Stored(event_id=row[0], duplicate=False)
-            cursor.execute(known, delivery_params + [event_row["source"], event_row["dedup_key"]])
-            row = cursor.fetchone()
+            key = [event_row["source"], event_row["dedup_key"]]
+            row = execute(known, delivery_params + key, prepare=True).fetchone()
             if row:
                 return Stored(event_id=row[0], duplicate=True)
     raise OperationalError("the event kept conflicting with an uncommitted twin")
