@@ -83,11 +83,17 @@ class Event(models.Model):
     message_id = models.CharField(max_length=255, blank=True, help_text="Seam: the svix-id of the message.")
     occurred_at = models.DateTimeField(null=True, blank=True, help_text="The vendor's domain time.")
     received_at = models.DateTimeField()
-    # No database constraint on the endpoint links: every insert would lock the endpoint row to
-    # check it, and concurrent deliveries to one endpoint would queue on that lock. Django still
-    # applies SET_NULL when an endpoint is deleted.
+    # No database constraint or index on the endpoint links: every insert would lock the endpoint
+    # row to check it, and concurrent deliveries to one endpoint would queue on that lock; nothing
+    # looks events up by endpoint on a hot path. Django still applies SET_NULL on delete.
     endpoint = models.ForeignKey(
-        Endpoint, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_constraint=False
+        Endpoint,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_constraint=False,
+        db_index=False,
     )
     payload = models.JSONField()
     payload_flags = models.JSONField(
@@ -125,7 +131,12 @@ class Delivery(models.Model):
     """One accepted HTTP request, exactly as received (pruned after the retention period)."""
 
     endpoint = models.ForeignKey(
-        Endpoint, null=True, on_delete=models.SET_NULL, related_name="deliveries", db_constraint=False
+        Endpoint,
+        null=True,
+        on_delete=models.SET_NULL,
+        related_name="deliveries",
+        db_constraint=False,
+        db_index=False,
     )
     event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="deliveries")
     received_at = models.DateTimeField(db_index=True)
