@@ -64,8 +64,11 @@ def process(event_id: int) -> str | None:
     Returns the status it left the event in, or None when there was nothing to do.
     """
     with transaction.atomic():
-        event = Event.objects.select_for_update().filter(pk=event_id).first()
-        if event is None or event.status != Event.Status.PENDING:
+        try:
+            event = Event.objects.select_for_update().get(pk=event_id)
+        except Event.DoesNotExist:
+            return None
+        if event.status != Event.Status.PENDING:
             return None  # already done by an earlier delivery of the same task
         event.attempts += 1
         module = sources.get(event.source)
