@@ -785,7 +785,11 @@ def report(args, started_at, pg_version, setup_seconds, phases, unique_ok, db, s
     chosen = (args.worker_class, args.workers, args.threads) == DEFAULT_SERVER
     print(
         f"server  {describe_gunicorn(args)}"
-        + ("  [default: most ingest throughput of the configs tried, see --help]" if chosen else "  [from options]")
+        + (
+            "  [default: the production configuration of gunicorn.conf.py, see --help]"
+            if chosen
+            else "  [from options]"
+        )
     )
     print(
         f"        DEBUG=false, PostgreSQL {pg_version.split()[0]} (db {DB_NAME}), Redis db 13, Python "
