@@ -85,5 +85,10 @@ def celery_worker(env: dict, name: str = "worker", concurrency: int = 1):
     return running(argv, env, name)
 
 
+def gunicorn(port: int, env: dict, name: str = "gunicorn"):
+    argv = [BIN / "gunicorn", "portal.wsgi", "--config", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}"]
+    return running(argv + ["--workers", "1"], env, name)
+
+
 def dispatcher(env: dict, name: str = "dispatcher"):
     return running([sys.executable, "manage.py", "dispatch_events"], env, name)

@@ -1,21 +1,16 @@
 """Every way a request can be wrong gets a clear 4xx (or a 503 the vendor retries), never a 500."""
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from events.models import Delivery, Event, RejectedRequest
 from tests.conftest import http_post
+from tests.processes import free_port, gunicorn, port_open, process_env, wait_until
 from tests.vendors import fixture_bytes
 
 pytestmark = pytest.mark.django_db
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def assert_problem(response, status: int, mentions: str = ""):
@@ -102,45 +97,22 @@ def test_unknown_source_is_404(client, endpoint_for):
     assert response.status_code == 404
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_unreachable_database_is_a_quick_503_never_a_2xx():
     """A real server process whose database does not answer: the vendor is told to retry."""
-    port = _free_port()
-    dead_port = _free_port()  # nothing listens there
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"postgres://postgres@127.0.0.1:{dead_port}/portal",
-        "PORTAL_ENDPOINT_CACHE_SECONDS": "0",
-    }
-    server = subprocess.Popen(
-        [Path(sys.executable).parent / "gunicorn", "portal.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    port = free_port()
+    env = process_env(
+        DATABASE_URL=f"postgres://postgres@127.0.0.1:{free_port()}/portal",  # nothing listens there
+        PORTAL_ENDPOINT_CACHE_SECONDS="0",
     )
-    try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+    with gunicorn(port, env, "gunicorn-no-database"):
+        wait_until(lambda: port_open(port), message="gunicorn to listen")
         body = fixture_bytes("pdk", "door.request.allowed.json")
         started = time.monotonic()
         status, answer = http_post(
             f"http://127.0.0.1:{port}", "/webhooks/pdk/7c2f1f7e-3d4c-4c3b-9e55-2d1f0f0e9a11/", body, {}
         )
         elapsed = time.monotonic() - started
-    finally:
-        server.terminate()
-        server.wait(10)
     assert status == 503, answer
     assert answer["error"] == "database_unavailable"
     assert elapsed < 5, "the vendor must not be kept waiting on a dead database"
