@@ -107,9 +107,11 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 def _pretty(value) -> str:
-    return format_html(
-        "<pre style='white-space:pre-wrap;max-width:90em'>{}</pre>", json.dumps(value, indent=2, ensure_ascii=False)
-    )
+    try:
+        text = json.dumps(value, indent=2, ensure_ascii=False)
+    except (RecursionError, ValueError):
+        text = "(nested too deeply to show here: see the raw delivery)"
+    return format_html("<pre style='white-space:pre-wrap;max-width:90em'>{}</pre>", text)
 
 
 @admin.register(Event)

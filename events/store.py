@@ -6,6 +6,7 @@ import functools
 import ipaddress
 import logging
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -18,7 +19,7 @@ from psycopg.types.json import Jsonb
 
 from events import sources
 from events.models import Delivery, Endpoint, Event, RejectedRequest
-from events.sources.base import IdentifiedEvent, Inbound
+from events.sources.base import IdentifiedEvent, Inbound, bounded_key
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,10 @@ _ENDPOINT_CACHE_LIMIT = 10_000
 
 
 def find_endpoint(endpoint_id: str) -> Endpoint | None:
+    try:
+        endpoint_id = uuid.UUID(endpoint_id).hex
+    except ValueError:
+        return None
     ttl = settings.PORTAL_ENDPOINT_CACHE_SECONDS
     now = time.monotonic()
     cached = _endpoint_cache.get(endpoint_id)
@@ -53,7 +58,7 @@ def find_endpoint(endpoint_id: str) -> Endpoint | None:
 
 
 def _forget_endpoint(sender, instance: Endpoint, **kwargs) -> None:
-    _endpoint_cache.pop(str(instance.pk), None)
+    _endpoint_cache.pop(instance.pk.hex, None)
 
 
 post_save.connect(_forget_endpoint, sender=Endpoint, dispatch_uid="forget-endpoint-on-save")
@@ -68,10 +73,15 @@ def record_delivery(endpoint: Endpoint, inbound: Inbound, event: IdentifiedEvent
     duplicates wait for the first insert to commit and then all answer with its id.
     """
     now = timezone.now()
+    dedup_key = event.dedup_key
+    if endpoint.unauthenticated:
+        # Anyone can post to an endpoint without verification; its events must not claim ids
+        # that verified deliveries to other endpoints will need, so they dedupe among themselves.
+        dedup_key = bounded_key(f"unverified:{endpoint.pk.hex}:{dedup_key}")
     event_row = {
         "source": endpoint.source,
         "event_type": event.event_type,
-        "dedup_key": event.dedup_key,
+        "dedup_key": dedup_key,
         "message_id": event.message_id,
         "occurred_at": event.occurred_at,
         "received_at": now,

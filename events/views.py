@@ -6,7 +6,8 @@ import logging
 
 from django.conf import settings
 from django.db import DatabaseError, DataError, InterfaceError, OperationalError
-from django.http import Http404
+from django.http import Http404, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView, exception_handler
@@ -37,44 +38,62 @@ class WebhookIngressView(APIView):
     permission_classes: list = []
     parser_classes: list = []
 
-    def post(self, request, source: str, endpoint_id) -> Response:
+    def post(self, request, source: str, endpoint_id: str) -> Response:
         module = sources.get(source)
-        endpoint = store.find_endpoint(str(endpoint_id)) if module else None
+        endpoint = store.find_endpoint(endpoint_id) if module else None
         if endpoint is None or not endpoint.active or endpoint.source != source:
             return problem(404, "unknown_endpoint", "No active endpoint for this source at this URL.")
 
+        remote_addr = store.client_address(request.META)
+
+        def refuse(status_code: int, error: str, detail: str) -> Response:
+            store.record_rejection(endpoint, request.headers, remote_addr, status_code, detail)
+            return problem(status_code, error, detail)
+
         content_type = request.META.get("CONTENT_TYPE", "")
         if not _is_json(content_type):
-            return problem(415, "unsupported_media_type", f"Content-Type {content_type[:100]!r} is not JSON.")
+            return refuse(415, "unsupported_media_type", f"Content-Type {content_type[:100]!r} is not JSON.")
         limit = settings.PORTAL_MAX_BODY_BYTES
-        declared = request.META.get("CONTENT_LENGTH") or "0"
-        if not declared.isdigit() or int(declared) > limit:
-            return problem(413, "body_too_large", f"The body is over the {limit}-byte limit.")
-        inbound = Inbound(headers=request.headers, body=request.body)
-        if len(inbound.body) > limit:
-            return problem(413, "body_too_large", f"The body is over the {limit}-byte limit.")
+        body = _read_body(request, limit)
+        if body is None:
+            return refuse(413, "body_too_large", f"The body is over the {limit}-byte limit.")
+        inbound = Inbound(headers=request.headers, body=body)
 
-        remote_addr = store.client_address(request.META)
         try:
             module.authenticate(inbound, endpoint)
             identified = module.identify(inbound)
         except AuthenticationFailed as exc:
-            store.record_rejection(endpoint, request.headers, remote_addr, 401, str(exc))
-            return problem(401, "authentication_failed", str(exc))
+            return refuse(401, "authentication_failed", str(exc))
         except InvalidPayload as exc:
-            store.record_rejection(endpoint, request.headers, remote_addr, 400, str(exc))
-            return problem(400, "invalid_payload", str(exc))
+            return refuse(400, "invalid_payload", str(exc))
 
         try:
             stored = store.record_delivery(endpoint, inbound, identified, remote_addr)
-        except DataError as exc:
-            # The database refused a value in this payload: a retry can't help.
-            store.record_rejection(endpoint, request.headers, remote_addr, 400, f"unstorable payload: {exc}")
-            return problem(400, "invalid_payload", "The payload holds a value the database cannot store.")
+        except DataError:
+            # The database refused a value the checks above let through: a retry can't help.
+            log.exception("unstorable payload on endpoint %s", endpoint.pk)
+            return refuse(400, "invalid_payload", "The payload holds a value the database cannot store.")
         return Response(
             {"status": "accepted", "event_id": stored.event_id, "duplicate": stored.duplicate},
             status=status.HTTP_200_OK,
         )
+
+
+def _read_body(request, limit: int) -> bytes | None:
+    """The raw body, or None when it is over the limit.
+
+    A chunked request has no Content-Length, and Django then reads nothing; the WSGI server
+    (gunicorn) de-chunks, so such a body is read from the WSGI stream, up to the limit.
+    """
+    meta = request.META
+    if "chunked" in meta.get("HTTP_TRANSFER_ENCODING", "").lower() and not meta.get("CONTENT_LENGTH"):
+        body = meta["wsgi.input"].read(limit + 1)
+        return None if len(body) > limit else body
+    declared = meta.get("CONTENT_LENGTH") or "0"
+    if not declared.isdigit() or int(declared) > limit:
+        return None
+    body = request.body
+    return None if len(body) > limit else body
 
 
 def json_exception_handler(exc, context):
@@ -92,10 +111,9 @@ def json_exception_handler(exc, context):
     return response
 
 
+@csrf_exempt
 def unknown_webhook_url(request, *args, **kwargs):
     """Anything under /webhooks/ that is not an endpoint URL: a JSON 404, like the rest of the ingress."""
-    from django.http import JsonResponse
-
     return JsonResponse(
         {"error": "unknown_endpoint", "detail": "Webhook URLs look like /webhooks/<source>/<endpoint-id>/."},
         status=404,

@@ -116,3 +116,12 @@ def test_reprocess_action_is_offered_and_requeues(operator, endpoint_for, post):
     assert "queued for processing again" in response.content.decode()
     event = Event.objects.get()
     assert event.status == "pending" and event.enqueued_at is not None
+
+
+def test_event_page_renders_a_payload_too_deep_to_pretty_print(operator, endpoint_for, post):
+    body = b'{"topic": "door.request.allowed", "x": ' + b"[" * 900 + b"]" * 900 + b"}"
+    response = post(endpoint_for("pdk"), body)
+    assert response.status_code == 200
+    page = operator.get(reverse("admin:events_event_change", args=[response.json()["event_id"]]))
+    assert page.status_code == 200
+    assert "nested too deeply" in page.content.decode()

@@ -111,3 +111,16 @@ def test_send_fixture_signs_like_the_vendor_and_posts(live_server, vendor):
 def test_send_fixture_reports_an_unknown_endpoint():
     with pytest.raises(CommandError, match="No endpoint"):
         run("send_fixture", "tests/fixtures/pdk/door.request.allowed.json", "--endpoint", "nope")
+
+
+def test_send_fixture_refuses_a_file_that_is_not_utf8(tmp_path, endpoint_for):
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(b'{"event_id": "\xff"}')
+    with pytest.raises(CommandError, match="not UTF-8"):
+        run("send_fixture", str(bad), "--endpoint", str(endpoint_for("seam").pk))
+
+
+def test_replay_names_ids_that_do_not_exist():
+    err = io.StringIO()
+    call_command("replay_events", "--ids", "424242", stdout=io.StringIO(), stderr=err)
+    assert "No events with ids 424242" in err.getvalue()

@@ -8,7 +8,7 @@ import pytest
 from events.models import Delivery, Event, RejectedRequest
 from tests.conftest import http_post
 from tests.processes import free_port, gunicorn, port_open, process_env, wait_until
-from tests.vendors import fixture_bytes
+from tests.vendors import fixture_bytes, with_changes
 
 pytestmark = pytest.mark.django_db
 
@@ -33,7 +33,6 @@ def assert_problem(response, status: int, mentions: str = ""):
         ("pdk", b'{"topic": ""}', "'topic'"),
         ("pdk", b'{"topic": "door.request.allowed", "n": NaN}', "NaN"),
         ("pdk", b'{"topic": "door.request.allowed", "n": 1e400}', "out of range"),
-        ("pdk", b'{"topic": "x", "n": ' + b"9" * 5000 + b"}", "not valid JSON"),
         ("pdk", b"[" * 100_000 + b"]" * 100_000, "not valid JSON"),
         ("pdk", b'{"topic": "' + b"t" * 151 + b'"}', "longer than 150"),
         ("spk", b'{"detail-type": "KeyAdded", "detail": {}}', "'source'"),
@@ -84,13 +83,6 @@ def test_other_methods_are_405(client, endpoint_for, method):
     assert response.json()["detail"]
 
 
-@pytest.mark.parametrize("path", ["/webhooks/pdk/not-a-uuid/", "/webhooks/", "/webhooks/nope/x/y/"])
-def test_malformed_webhook_urls_are_json_404(client, path):
-    response = client.post(path, b"{}", content_type="application/json")
-    assert response.status_code == 404
-    assert response.json()["error"] == "unknown_endpoint"
-
-
 def test_unknown_source_is_404(client, endpoint_for):
     endpoint = endpoint_for("pdk")
     response = client.post(f"/webhooks/acme/{endpoint.pk}/", b"{}", content_type="application/json")
@@ -117,3 +109,87 @@ def test_unreachable_database_is_a_quick_503_never_a_2xx():
     assert answer["error"] == "database_unavailable"
     assert elapsed < 5, "the vendor must not be kept waiting on a dead database"
     assert not Delivery.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"topic": "a\xed\xa0\x80b", "id": "1"}',  # an encoded surrogate is not UTF-8
+        '{"topic": "door.request.allowed"}'.encode("utf-16"),
+        b'{"topic": "door.request.allowed", "x": "\xff"}',
+    ],
+)
+def test_body_that_is_not_utf8_is_400(post, endpoint_for, body):
+    assert_problem(post(endpoint_for("pdk"), body), 400, "UTF-8")
+
+
+def test_utf8_byte_order_mark_is_accepted(post, endpoint_for):
+    body = b"\xef\xbb\xbf" + fixture_bytes("pdk", "door.request.allowed.json")
+    assert post(endpoint_for("pdk"), body).status_code == 200
+
+
+def test_number_with_too_many_digits_is_named_plainly(post, endpoint_for):
+    body = b'{"topic": "x", "n": ' + b"9" * 5000 + b"}"
+    assert_problem(post(endpoint_for("pdk"), body), 400, "too many digits")
+
+
+@pytest.mark.parametrize("status", [413, 415])
+def test_refusals_on_a_known_endpoint_are_recorded(post, endpoint_for, settings, status):
+    settings.PORTAL_MAX_BODY_BYTES = 10
+    endpoint = endpoint_for("pdk")
+    content_type = "text/plain" if status == 415 else "application/json"
+    post(endpoint, fixture_bytes("pdk", "door.request.allowed.json"), content_type=content_type)
+    assert RejectedRequest.objects.get().status_code == status
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [lambda p: p.upper(), lambda p: p.replace("-", ""), lambda p: p.rstrip("/")],
+    ids=["uppercase", "no-dashes", "no-trailing-slash"],
+)
+def test_endpoint_url_as_vendors_may_paste_it(post, endpoint_for, shape):
+    endpoint = endpoint_for("pdk")
+    prefix = "/webhooks/pdk/"
+    path = prefix + shape(endpoint.path[len(prefix) :])
+    assert post(endpoint, fixture_bytes("pdk", "door.request.allowed.json"), path=path).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/webhooks/pdk/not-a-uuid/", "/webhooks/", "/webhooks//pdk/x/"])
+def test_post_to_a_malformed_webhook_url_is_a_json_404_not_a_csrf_page(path):
+    from django.test import Client
+
+    response = Client(enforce_csrf_checks=True).post(path, b"{}", content_type="application/json")
+    assert response.status_code == 404
+    assert response.json()["error"] == "unknown_endpoint"
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_chunked_bodies_are_read_and_limited():
+    """A sender using Transfer-Encoding: chunked (no Content-Length) through the real server."""
+    import http.client
+
+    from tests.conftest import make_endpoint
+    from tests.vendors import SIGNERS
+
+    endpoint = make_endpoint("spk")
+    body = fixture_bytes("spk", "KeyAdded.json")
+    port = free_port()
+    with gunicorn(port, process_env(PORTAL_MAX_BODY_BYTES="4096"), "gunicorn-chunked"):
+        wait_until(lambda: port_open(port), message="gunicorn to listen")
+
+        def send_chunked(payload: bytes):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+            headers = {"Content-Type": "application/json", **SIGNERS["spk"](payload)}
+            conn.request("POST", endpoint.path, body=iter([payload[:100], payload[100:]]), headers=headers)
+            response = conn.getresponse()
+            answer = json.loads(response.read())
+            conn.close()
+            return response.status, answer
+
+        status, answer = send_chunked(body)
+        assert status == 200, answer
+        too_big = with_changes(body, padding="x" * 5000)
+        status, answer = send_chunked(too_big)
+        assert status == 413, answer
+    assert bytes(Delivery.objects.get().body) == body

@@ -162,9 +162,16 @@ class TestSeamSecurity(SecurityContract):
         headers["svix-signature"] = f"{stale} {headers['svix-signature']}"
         assert post(endpoint_for("seam"), body, headers, sign=False).status_code == 200
 
-    def test_body_that_is_not_utf8_is_401(self, post, endpoint_for):
+    def test_body_that_is_not_utf8_is_400_naming_the_encoding(self, post, endpoint_for):
         body = b'{"event_id": "\xff\xfe"}'
-        self.assert_rejected(post(endpoint_for("seam"), body, seam_headers(body), sign=False))
+        response = post(endpoint_for("seam"), body, seam_headers(body), sign=False)
+        self.assert_rejected(response, 400)
+        assert "UTF-8" in response.json()["detail"]
+
+    def test_one_malformed_entry_does_not_hide_a_valid_signature(self, post, endpoint_for):
+        headers = seam_headers(self.body())
+        headers["svix-signature"] = f"garbage v2,xx   v1,AAA {headers['svix-signature']}"
+        assert post(endpoint_for("seam"), self.body(), headers, sign=False).status_code == 200
 
     def test_endpoint_rejects_a_secret_that_is_not_whsec(self, endpoint_for):
         from django.core.exceptions import ValidationError

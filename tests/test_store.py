@@ -161,3 +161,50 @@ def test_sender_address_comes_from_a_trusted_proxy_only(post, endpoint_for, sett
     post(endpoint, body, forwarded)
 
     assert list(Delivery.objects.order_by("pk").values_list("remote_addr", flat=True)) == ["127.0.0.1", "198.51.100.7"]
+
+
+def test_unverified_endpoint_cannot_claim_the_ids_of_verified_deliveries(post, endpoint_for):
+    open_endpoint = endpoint_for("spk", secret="", token_header="", partner_id="", unauthenticated=True)
+    verified = endpoint_for("spk")
+    body = fixture_bytes("spk", "AlarmTriggered.json")
+
+    squatted = post(open_endpoint, body, sign=False).json()
+    real = post(verified, body).json()
+
+    assert real["duplicate"] is False and real["event_id"] != squatted["event_id"]
+    assert post(open_endpoint, body, sign=False).json() == {**squatted, "duplicate": True}
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"timestamp": "9999-12-31T23:59:59-14:00"},
+        {"timestamp": "0001-01-01T00:00:00+14:00"},
+        {"timestamp": "1970-01-01T00:00:00Z"},
+        {"timestamp": "YYYY-MM-DDThh:mm:ssZ"},
+    ],
+)
+def test_implausible_vendor_time_is_stored_as_unknown(post, endpoint_for, changes):
+    endpoint = endpoint_for("pdk")
+    body = with_changes(fixture_bytes("pdk", "panel.connected.json"), **changes)
+
+    response = post(endpoint, body)
+
+    assert response.status_code == 200
+    assert Event.objects.get(pk=response.json()["event_id"]).occurred_at is None
+
+
+@pytest.mark.parametrize(
+    "inner",
+    ['{"a": NaN}', '{"a": 1e999}', '{"a": "\\u0000"}', '{"a": "\\ud800"}', "", "[1, 2"],
+)
+def test_shadow_update_inner_json_never_turns_a_delivery_away(post, endpoint_for, inner):
+    endpoint = endpoint_for("spk")
+    envelope = json.loads(fixture_bytes("spk", "ShadowUpdate.json"))
+    envelope["detail"]["reportedState"] = inner
+
+    response = post(endpoint, json.dumps(envelope).encode())
+
+    assert response.status_code == 200, response.json()
+    event = Event.objects.get(pk=response.json()["event_id"])
+    json.dumps(event.payload)  # what was stored reads back as JSON

@@ -60,33 +60,56 @@ def _finite_float(text: str) -> float:
 
 
 # JSON escapes that decode to text PostgreSQL's jsonb refuses: NUL and lone surrogates.
-_UNSTORABLE_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+_UNSTORABLE_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
 _UNSTORABLE_CHARS = re.compile("[\x00\ud800-\udfff]")
 
 
+def utf8_text(body: bytes) -> str:
+    """The body as text: JSON on the wire is UTF-8 (RFC 8259), an optional BOM aside."""
+    try:
+        return body.decode("utf-8-sig")  # strict: also refuses encoded surrogates
+    except UnicodeDecodeError as exc:
+        raise InvalidPayload(f"the body is not UTF-8 (byte {exc.start} is invalid)") from None
+
+
+def parse_json_value(text: str) -> Any:
+    """Strict JSON: no NaN or Infinity, no number too large to store; text PostgreSQL refuses
+    (NUL, unpaired surrogates) is replaced by U+FFFD."""
+    try:
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    except ValueError as exc:
+        if "int_max_str_digits" in str(exc) or "integer string conversion" in str(exc):
+            raise ValueError("a number has too many digits") from None
+        raise
+    if _UNSTORABLE_ESCAPE.search(text):
+        value = replace_unstorable(value)
+    return value
+
+
 def parse_json_object(body: bytes) -> dict[str, Any]:
-    """Parse a webhook body; anything but a JSON object is an InvalidPayload."""
-    if not body.strip():
+    """Parse a webhook body; anything but a UTF-8 JSON object is an InvalidPayload."""
+    text = utf8_text(body)
+    if not text.strip():
         raise InvalidPayload("the body is empty; expected a JSON object")
     try:
-        payload = json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
-    except (ValueError, RecursionError) as exc:
+        payload = parse_json_value(text)
+    except ValueError as exc:
         raise InvalidPayload(f"the body is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(payload, dict):
         raise InvalidPayload(f"the body is a JSON {type(payload).__name__}; expected an object")
-    if _UNSTORABLE_ESCAPE.search(body):
-        payload = _replace_unstorable(payload)
     return payload
 
 
-def _replace_unstorable(value: Any) -> Any:
+def replace_unstorable(value: Any) -> Any:
     """NUL and unpaired surrogates become U+FFFD; the raw body keeps the original bytes."""
     if isinstance(value, str):
         return _UNSTORABLE_CHARS.sub("\ufffd", value)
     if isinstance(value, list):
-        return [_replace_unstorable(v) for v in value]
+        return [replace_unstorable(v) for v in value]
     if isinstance(value, dict):
-        return {_replace_unstorable(k): _replace_unstorable(v) for k, v in value.items()}
+        return {replace_unstorable(k): replace_unstorable(v) for k, v in value.items()}
     return value
 
 
@@ -121,11 +144,27 @@ def optional_id(value: Any) -> str | None:
     return None
 
 
+# Vendor times outside this window are typos or attacks; they are treated as unknown so they can
+# neither overflow on the way back from the database nor win every "newest state" comparison.
+EARLIEST_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+def plausible(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    try:
+        moment = moment.astimezone(UTC)
+    except (OverflowError, ValueError):
+        return None
+    return moment if EARLIEST_TIME <= moment < LATEST_TIME else None
+
+
 def time_from_epoch_ms(value: Any) -> datetime | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     try:
-        return datetime.fromtimestamp(value / 1000, tz=UTC)
+        return plausible(datetime.fromtimestamp(value / 1000, tz=UTC))
     except (OverflowError, OSError, ValueError):
         return None
 
@@ -142,7 +181,7 @@ def time_from_iso(value: Any) -> datetime | None:
         return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed
+    return plausible(parsed)
 
 
 def first_time(*candidates: datetime | None) -> datetime | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,7 @@ from events.sources.base import (
     first_time,
     require_string,
     time_from_iso,
+    utf8_text,
 )
 
 if TYPE_CHECKING:
@@ -31,13 +33,36 @@ HANDLERS: dict[str, Any] = {}
 IGNORED: dict[str, str] = {}
 
 
+_SIGNATURE = re.compile(r"^v1,[A-Za-z0-9+/]+={0,2}$")
+
+
+def _well_formed(signature: str) -> bool:
+    if not _SIGNATURE.match(signature):
+        return False
+    try:
+        base64.b64decode(signature[3:], validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return True
+
+
 def _signature_headers(inbound: Inbound) -> dict[str, str]:
-    """Svix sends svix-*; Standard Webhooks senders send webhook-*. The library reads the latter."""
+    """Svix sends svix-*; Standard Webhooks senders send webhook-*. The library reads the latter.
+
+    Of the space-separated signatures only well-formed v1 ones are passed on: the library gives
+    up on the first entry it can't parse, and one odd entry must not hide a valid one.
+    """
     headers = {}
     for part in ("id", "timestamp", "signature"):
         value = inbound.headers.get(f"svix-{part}") or inbound.headers.get(f"webhook-{part}")
         if value:
             headers[f"webhook-{part}"] = value
+    if "webhook-signature" in headers:
+        signatures = [s for s in headers["webhook-signature"].split() if _well_formed(s)]
+        if signatures:
+            headers["webhook-signature"] = " ".join(signatures)
+        else:
+            del headers["webhook-signature"]
     return headers
 
 
@@ -46,14 +71,14 @@ def authenticate(inbound: Inbound, endpoint: Endpoint) -> None:
         raise AuthenticationFailed("the endpoint has no verification configured")
     headers = _signature_headers(inbound)
     if "webhook-signature" not in headers:
-        raise AuthenticationFailed("missing svix-signature (or webhook-signature) header")
+        raise AuthenticationFailed("no v1 signature in a svix-signature (or webhook-signature) header")
+    utf8_text(inbound.body)  # the signed content is text; a body that isn't UTF-8 can't be Seam's
     try:
         Webhook(endpoint.secret).verify(inbound.body, headers, json_parse=False)
     except WebhookVerificationError as exc:
         raise AuthenticationFailed(f"signature rejected: {exc}") from None
     except (ValueError, TypeError, IndexError):
-        # The library raises plain ValueError for a malformed signature header or a body that
-        # is not UTF-8; either way the request is not verifiably Seam's.
+        # The library raises plain ValueError for a signature it can't decode.
         raise AuthenticationFailed("malformed signature headers") from None
 
 

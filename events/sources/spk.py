@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +14,8 @@ from events.sources.base import (
     canonical_sha256,
     first_time,
     optional_id,
+    parse_json_value,
+    replace_unstorable,
     require_string,
     secrets_match,
     time_from_iso,
@@ -87,14 +88,11 @@ def identify(inbound: Inbound) -> IdentifiedEvent:
 
 
 def _parse_inner_json(text: str) -> tuple[Any, str]:
+    """Inner JSON is held to the same rules as a body; what fails is kept as (storable) text."""
     try:
-        return json.loads(text, parse_constant=_not_json), ""
-    except (ValueError, RecursionError) as exc:
-        return text, str(exc)[:120]
-
-
-def _not_json(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+        return parse_json_value(text), ""
+    except ValueError as exc:
+        return replace_unstorable(text), str(exc)[:120]
 
 
 def endpoint_problems(endpoint: Endpoint) -> dict[str, str]:

@@ -26,6 +26,9 @@ class Command(BaseCommand):
             events = events.filter(status__in=statuses)
         if ids:
             events = events.filter(pk__in=ids)
+            missing = sorted(set(ids) - set(Event.objects.filter(pk__in=ids).values_list("pk", flat=True)))
+            if missing:
+                self.stderr.write(f"No events with ids {', '.join(map(str, missing))}.")
         if event_type:
             events = events.filter(event_type=event_type)
         if source:

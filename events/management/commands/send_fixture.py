@@ -31,10 +31,15 @@ class Command(BaseCommand):
         except OSError as exc:
             raise CommandError(f"Cannot read {file}: {exc.strerror}") from None
         headers = {"Content-Type": "application/json", "User-Agent": "portal-send-fixture"}
-        headers.update(sources.get(target.source).sign(target, body))
-        address = (url or settings.PORTAL_PUBLIC_URL).rstrip("/") + target.path
-        if not address.startswith(("http://", "https://")):
-            raise CommandError("--url must start with http:// or https://.")
+        try:
+            headers.update(sources.get(target.source).sign(target, body))
+        except UnicodeDecodeError:
+            raise CommandError(f"{file} is not UTF-8 text; vendors send JSON as UTF-8.") from None
+        base = url or settings.PORTAL_PUBLIC_URL
+        if not base.startswith(("http://", "https://")):
+            origin = "--url" if url else "PORTAL_PUBLIC_URL"
+            raise CommandError(f"{origin} must start with http:// or https:// (got {base!r}).")
+        address = base.rstrip("/") + target.path
         # The scheme is checked above, so urllib can't be pointed at file: URLs.
         request = urllib.request.Request(address, data=body, headers=headers, method="POST")  # noqa: S310
         try:
