@@ -73,6 +73,10 @@ class EndpointAdmin(admin.ModelAdmin):
     search_fields = ["name", "=id"]
     readonly_fields = ["webhook_url", "verification_badge", "created_at"]
 
+    def has_delete_permission(self, request, obj=None):
+        # Deactivate instead: deleting would rewrite every event and delivery that names it.
+        return False
+
     def get_fieldsets(self, request, obj=None):
         verification = ["secret", "basic_username", "basic_password", "token_header", "partner_id", "unauthenticated"]
         if obj is not None:
@@ -143,6 +147,11 @@ class EventAdmin(ReadOnlyAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        # Lists never show the payload; only the change page loads it.
+        return queryset if request.resolver_match.url_name.endswith("_change") else queryset.defer("payload")
+
     @admin.display(description="payload")
     def payload_pretty(self, obj: Event) -> str:
         return _pretty(obj.payload)
@@ -158,18 +167,11 @@ class EventAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Reprocess the selected events", permissions=["reprocess"])
     def reprocess(self, request, queryset):
-        count, published = processing.replay(queryset)
-        if published:
-            self.message_user(request, f"{count} events queued for processing again.", messages.SUCCESS)
-        else:
-            self.message_user(
-                request,
-                f"{count} events marked pending; the broker is unreachable, they will be processed once it is back.",
-                messages.WARNING,
-            )
+        count = processing.replay(queryset)
+        self.message_user(request, f"{count} events queued for processing again.", messages.SUCCESS)
 
     def has_reprocess_permission(self, request):
-        return request.user.has_perm("events.view_event")
+        return request.user.has_perm("events.reprocess_event")
 
 
 @admin.register(Delivery)
@@ -179,6 +181,10 @@ class DeliveryAdmin(ReadOnlyAdmin):
     list_select_related = ["endpoint", "event"]
     fields = ["received_at", "endpoint", "event_link", "duplicate", "remote_addr", "headers_pretty", "body_text"]
     readonly_fields = fields
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request).defer("event__payload")
+        return queryset if request.resolver_match.url_name.endswith("_change") else queryset.defer("body", "headers")
 
     @admin.display(description="event")
     def event_link(self, obj: Delivery) -> str:

@@ -107,6 +107,7 @@ class Event(models.Model):
 
     class Meta:
         ordering = ["-received_at", "-id"]
+        permissions = [("reprocess_event", "Can reprocess events")]
         constraints = [
             models.UniqueConstraint(fields=["source", "dedup_key"], name="event_unique_per_source"),
         ]

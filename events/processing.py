@@ -6,7 +6,7 @@ import logging
 from datetime import timedelta
 
 from django.db import InterfaceError, OperationalError, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from events import sources
@@ -51,10 +51,16 @@ def dispatch_new(limit: int = 500) -> int:
     return enqueue(Event.objects.filter(enqueued_at__isnull=True), limit)
 
 
-def requeue_stale(older_than: timedelta, limit: int = 5000) -> int:
-    """Publish again pending events whose task never ran: lost with the broker, or never sent."""
-    cutoff = timezone.now() - older_than
-    stale = Event.objects.filter(Q(enqueued_at__lt=cutoff) | Q(enqueued_at__isnull=True, received_at__lt=cutoff))
+def requeue_stale(unpublished_after: timedelta, republish_after: timedelta, limit: int = 5000) -> int:
+    """Publish pending events nobody published in time, and again those whose task never ran.
+
+    The second wait is long on purpose: a task that is merely queued behind a backlog must not be
+    published again and again while it waits.
+    """
+    now = timezone.now()
+    stale = Event.objects.filter(
+        Q(enqueued_at__isnull=True, received_at__lt=now - unpublished_after) | Q(enqueued_at__lt=now - republish_after)
+    )
     return enqueue(stale, limit)
 
 
@@ -94,19 +100,17 @@ def process(event_id: int) -> str | None:
         return event.status
 
 
-def replay(events: QuerySet[Event]) -> tuple[int, bool]:
-    """Mark events pending again and publish them; returns (count, published now?).
+def note_transient_failure(event_id: int, exc: Exception, *, final: bool) -> None:
+    """Keep the attempt visible although its transaction rolled back; give up after the last one."""
+    changes = {"attempts": F("attempts") + 1, "last_error": f"{exc.__class__.__name__}: {exc}"[:5000]}
+    if final:
+        changes |= {"status": Event.Status.FAILED, "processed_at": timezone.now()}
+    try:
+        Event.objects.filter(pk=event_id, status=Event.Status.PENDING).update(**changes)
+    except TRANSIENT_ERRORS:
+        log.warning("could not record the failed attempt on event %s", event_id)
 
-    When the broker is down the events stay pending and the dispatcher publishes them later.
-    """
-    ids = list(events.values_list("pk", flat=True))
-    Event.objects.filter(pk__in=ids).update(status=Event.Status.PENDING, enqueued_at=None, last_error="")
-    published = True
-    for start in range(0, len(ids), 500):
-        try:
-            enqueue(Event.objects.filter(pk__in=ids[start : start + 500]))
-        except Exception:
-            log.warning("broker unavailable; %d replayed events wait for the dispatcher", len(ids))
-            published = False
-            break
-    return len(ids), published
+
+def replay(events: QuerySet[Event]) -> int:
+    """Mark events pending and unpublished again: the dispatcher publishes them within a moment."""
+    return events.update(status=Event.Status.PENDING, enqueued_at=None, last_error="")

@@ -12,23 +12,25 @@ from events import processing
 from events.models import Delivery, RejectedRequest
 
 
-@shared_task(
-    acks_late=True,
-    reject_on_worker_lost=True,
-    autoretry_for=processing.TRANSIENT_ERRORS,
-    retry_backoff=2,
-    retry_backoff_max=300,
-    retry_jitter=True,
-    max_retries=12,
-)
-def process_event(event_id: int) -> str | None:
-    return processing.process(event_id)
+@shared_task(bind=True, max_retries=12)
+def process_event(self, event_id: int) -> str | None:
+    """acks_late and reject_on_worker_lost come from settings: a task dies with its worker, never lost."""
+    try:
+        return processing.process(event_id)
+    except processing.TRANSIENT_ERRORS as exc:
+        final = self.request.retries >= self.max_retries
+        processing.note_transient_failure(event_id, exc, final=final)
+        if final:
+            return "failed"
+        raise self.retry(exc=exc, countdown=min(300, 2 ** (self.request.retries + 1))) from None
 
 
 @shared_task
 def requeue_pending_events() -> int:
-    older_than = timedelta(seconds=settings.PORTAL_REQUEUE_AFTER_SECONDS)
-    return processing.requeue_stale(older_than)
+    return processing.requeue_stale(
+        unpublished_after=timedelta(seconds=settings.PORTAL_REQUEUE_AFTER_SECONDS),
+        republish_after=timedelta(seconds=settings.PORTAL_REPUBLISH_AFTER_SECONDS),
+    )
 
 
 @shared_task

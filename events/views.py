@@ -6,7 +6,7 @@ import logging
 
 from django.conf import settings
 from django.db import DatabaseError, DataError, InterfaceError, OperationalError
-from django.http import Http404, JsonResponse
+from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import status
 from rest_framework.response import Response
@@ -17,8 +17,6 @@ from events.sources.base import AuthenticationFailed, Inbound, InvalidPayload
 
 log = logging.getLogger(__name__)
 
-JSON_CONTENT_TYPES = ("application/json",)
-
 
 def problem(status_code: int, error: str, detail: str, **headers: str) -> Response:
     return Response({"error": error, "detail": detail}, status=status_code, headers=headers or None)
@@ -27,7 +25,7 @@ def problem(status_code: int, error: str, detail: str, **headers: str) -> Respon
 def _is_json(content_type: str) -> bool:
     media_type = content_type.split(";", 1)[0].strip().lower()
     # No Content-Type at all is read as JSON: the body is checked either way.
-    return media_type in ("", *JSON_CONTENT_TYPES) or media_type.endswith("+json")
+    return media_type in ("", "application/json") or media_type.endswith("+json")
 
 
 class WebhookIngressView(APIView):
@@ -97,13 +95,17 @@ def _read_body(request, limit: int) -> bytes | None:
 
 
 def json_exception_handler(exc, context):
-    """DRF's handler, plus: an unavailable database is a 503 the vendor will retry, never a 500."""
-    if isinstance(exc, Http404):
-        return problem(404, "not_found", "No such endpoint.")
-    if isinstance(exc, (OperationalError, InterfaceError)) or (
-        isinstance(exc, DatabaseError) and not isinstance(exc, DataError)
-    ):
+    """DRF's handler, plus: a database that can't store the delivery is a 503 the vendor retries.
+
+    Unavailability (OperationalError, InterfaceError) is expected and logged briefly; any other
+    database error is a deployment problem or a bug, logged in full, and still a 503 because a
+    retry after the fix will succeed.
+    """
+    if isinstance(exc, (OperationalError, InterfaceError)):
         log.warning("database unavailable while handling a webhook: %s", exc.__class__.__name__)
+        return problem(503, "database_unavailable", "Storage is unavailable; retry later.", **{"Retry-After": "30"})
+    if isinstance(exc, DatabaseError) and not isinstance(exc, DataError):
+        log.error("database error while handling a webhook", exc_info=exc)
         return problem(503, "database_unavailable", "Storage is unavailable; retry later.", **{"Retry-After": "30"})
     response = exception_handler(exc, context)
     if response is not None and isinstance(response.data, dict) and "detail" in response.data:

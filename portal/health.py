@@ -30,8 +30,9 @@ def _broker_ready() -> str | None:
 
 
 def readyz(request):
-    """Ready when both the database and the broker answer; a 503 names what is down."""
-    problems = [p for p in (_database_ready(), _broker_ready()) if p]
-    if problems:
-        return JsonResponse({"status": "unavailable", "problems": problems}, status=503)
-    return JsonResponse({"status": "ok"})
+    """Ready when the database answers; a 503 names it. The broker is reported, not required:
+    with Redis down the ingress still stores and acknowledges, so taking web processes out of
+    rotation would turn a broker outage into lost deliveries."""
+    database, broker = _database_ready(), _broker_ready()
+    body = {"status": "unavailable" if database else "ok", "problems": [p for p in (database, broker) if p]}
+    return JsonResponse(body, status=503 if database else 200)

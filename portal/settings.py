@@ -22,8 +22,11 @@ PORTAL_PUBLIC_URL = env("PORTAL_PUBLIC_URL", default="http://127.0.0.1:8000").rs
 PORTAL_MAX_BODY_BYTES = env.int("PORTAL_MAX_BODY_BYTES", default=1024 * 1024)
 # Raw deliveries and rejected-request records older than this are pruned by beat.
 PORTAL_RETENTION_DAYS = env.int("PORTAL_RETENTION_DAYS", default=30)
-# Pending events whose task message is older than this are published again by beat.
+# Beat publishes pending events nobody published after this long (dispatcher or broker down) ...
 PORTAL_REQUEUE_AFTER_SECONDS = env.int("PORTAL_REQUEUE_AFTER_SECONDS", default=60)
+# ... and publishes again events whose task was sent this long ago and never ran (the message was
+# lost, e.g. with a Redis restart). Longer than a backlog normally takes to drain.
+PORTAL_REPUBLISH_AFTER_SECONDS = env.int("PORTAL_REPUBLISH_AFTER_SECONDS", default=900)
 # How often the dispatcher looks for newly committed events.
 PORTAL_DISPATCH_INTERVAL_SECONDS = env.float("PORTAL_DISPATCH_INTERVAL_SECONDS", default=0.2)
 # Reverse proxies whose X-Forwarded-For names the real sender (recorded on deliveries).

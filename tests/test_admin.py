@@ -5,7 +5,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from events.models import Endpoint, Event
+from events.models import Delivery, Endpoint, Event, RejectedRequest
 from tests.vendors import PDK_SECRET, fixture_bytes, fixture_files
 
 pytestmark = pytest.mark.django_db
@@ -91,9 +91,11 @@ def test_lists_and_detail_pages_render(operator, endpoint_for, post, model):
     post(endpoint, fixture_bytes("pdk", "door.request.allowed.json"))
     post(endpoint, b"{}", {"X-PDK-SIGNATURE": "bad"}, sign=False)
     assert operator.get(reverse(f"admin:events_{model}_changelist")).status_code == 200
-    obj = {"event": Event, "endpoint": Endpoint}.get(model)
-    if obj:
-        assert operator.get(reverse(f"admin:events_{model}_change", args=[obj.objects.first().pk])).status_code == 200
+    obj = {"event": Event, "endpoint": Endpoint, "delivery": Delivery, "rejectedrequest": RejectedRequest}[model]
+    page = operator.get(reverse(f"admin:events_{model}_change", args=[obj.objects.first().pk]))
+    assert page.status_code == 200
+    if model in ("delivery", "rejectedrequest"):
+        assert "X-Pdk-Signature" in page.content.decode()  # the headers are shown
 
 
 def test_events_cannot_be_edited_or_added(operator, endpoint_for, post):
@@ -115,7 +117,32 @@ def test_reprocess_action_is_offered_and_requeues(operator, endpoint_for, post):
 
     assert "queued for processing again" in response.content.decode()
     event = Event.objects.get()
-    assert event.status == "pending" and event.enqueued_at is not None
+    assert event.status == "pending" and event.enqueued_at is None  # the dispatcher's to publish
+
+
+def test_reprocess_needs_its_permission(client, endpoint_for, post, django_user_model):
+    from django.contrib.auth.models import Permission
+
+    post(endpoint_for("pdk"), fixture_bytes("pdk", "door.request.allowed.json"))
+    viewer = django_user_model.objects.create_user("viewer", password="pw-viewer-1", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_event"))
+    client.force_login(viewer)
+    assert 'value="reprocess"' not in client.get(reverse("admin:events_event_changelist")).content.decode()
+
+
+def test_endpoints_are_deactivated_not_deleted(operator, endpoint_for):
+    endpoint = endpoint_for("pdk")
+    assert operator.get(reverse("admin:events_endpoint_delete", args=[endpoint.pk])).status_code == 403
+
+
+def test_deactivating_an_endpoint_in_the_admin_takes_effect_at_once(operator, endpoint_for, post):
+    endpoint = endpoint_for("pdk")
+    body = fixture_bytes("pdk", "door.request.allowed.json")
+    assert post(endpoint, body).status_code == 200  # now cached by the ingress
+
+    operator.post(reverse("admin:events_endpoint_change", args=[endpoint.pk]), endpoint_form(active=None))
+
+    assert post(endpoint, body).status_code == 404
 
 
 def test_event_page_renders_a_payload_too_deep_to_pretty_print(operator, endpoint_for, post):

@@ -1,5 +1,7 @@
 """Stored events reach a worker and end processed, failed or unhandled: once, and replayably."""
 
+import io
+import time
 from datetime import timedelta
 
 import pytest
@@ -88,18 +90,82 @@ class TestProcessing:
         other.refresh_from_db()
         assert other.attempts == 2
 
-    def test_requeue_publishes_only_stale_pending_events(self, post, endpoint_for):
+    def test_requeue_publishes_what_nobody_published_and_what_never_ran(self, post, endpoint_for):
         endpoint = endpoint_for("pdk")
-        fresh = store(post, endpoint)
-        stale = store(post, endpoint, "door.request.denied.json")
-        long_ago = timezone.now() - timedelta(minutes=5)
-        Event.objects.filter(pk=stale.pk).update(received_at=long_ago)
+        names = ["door.request.allowed", "door.request.denied", "door.request.unknown", "door.request.found"]
+        fresh, unpublished, queued, lost = (store(post, endpoint, f"{n}.json") for n in names)
+        done = store(post, endpoint, "door.request.duress.json")
+        now = timezone.now()
+        Event.objects.filter(pk=unpublished.pk).update(received_at=now - timedelta(minutes=5))
+        Event.objects.filter(pk=queued.pk).update(enqueued_at=now - timedelta(minutes=5))  # waiting in a backlog
+        Event.objects.filter(pk__in=[lost.pk, done.pk]).update(enqueued_at=now - timedelta(hours=1))
+        processing.process(done.pk)
 
-        assert processing.requeue_stale(timedelta(minutes=1)) == 1
+        assert processing.requeue_stale(timedelta(minutes=1), timedelta(minutes=15)) == 2
 
-        fresh.refresh_from_db()
-        stale.refresh_from_db()
-        assert fresh.enqueued_at is None and stale.enqueued_at is not None
+        enqueued = dict(Event.objects.values_list("pk", "enqueued_at"))
+        assert enqueued[fresh.pk] is None
+        assert enqueued[unpublished.pk] > now and enqueued[lost.pk] > now
+        assert enqueued[queued.pk] < now and enqueued[done.pk] < now
+
+    def test_database_hiccup_in_a_handler_leaves_the_event_pending_for_a_retry(self, post, endpoint_for, pdk_handlers):
+        from django.db import OperationalError
+
+        def flaky(event):
+            raise OperationalError("server closed the connection unexpectedly")
+
+        pdk_handlers(door_request_allowed=flaky)
+        event = store(post, endpoint_for("pdk"))
+
+        with pytest.raises(OperationalError):
+            processing.process(event.pk)
+        processing.note_transient_failure(event.pk, OperationalError("server closed"), final=False)
+        event.refresh_from_db()
+        assert (event.status, event.attempts) == ("pending", 1)
+        assert "server closed" in event.last_error
+
+        processing.note_transient_failure(event.pk, OperationalError("still closed"), final=True)
+        event.refresh_from_db()
+        assert (event.status, event.attempts) == ("failed", 2)
+
+    def test_replay_failed_events(self, post, endpoint_for, pdk_handlers):
+        def broken(event):
+            raise ValueError("bad door")
+
+        pdk_handlers(door_request_allowed=broken)
+        event = store(post, endpoint_for("pdk"))
+        processing.process(event.pk)
+
+        call_command("replay_events", "--failed", stdout=io.StringIO())
+
+        event.refresh_from_db()
+        assert (event.status, event.last_error, event.enqueued_at) == ("pending", "", None)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_runs_of_one_event_run_its_handler_once(post, endpoint_for, pdk_handlers):
+    import threading
+
+    from django.db import connection
+
+    seen = []
+    pdk_handlers(door_request_allowed=lambda event: seen.append(event.pk) or time.sleep(0.3))
+    event = store(post, endpoint_for("pdk"))
+    barrier = threading.Barrier(2)
+
+    def run():
+        barrier.wait()
+        try:
+            processing.process(event.pk)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert seen == [event.pk]
 
 
 @pytest.mark.slow

@@ -3,7 +3,7 @@
 Each module answers the same questions (see ``events.sources.base``):
 ``authenticate(inbound, endpoint)``, ``identify(inbound)``, ``endpoint_problems(endpoint)``,
 ``describe_verification(endpoint)``, ``sign(endpoint, body)`` (how the vendor would sign, for
-``send_fixture``), ``redacted_headers(endpoint)``, and the ``HANDLERS`` / ``IGNORED`` tables.
+``send_fixture``), ``secret_headers(endpoint)``, and the ``HANDLERS`` / ``IGNORED`` tables.
 """
 
 from types import ModuleType

@@ -132,7 +132,8 @@ def describe_verification(endpoint: Endpoint) -> str:
 
 
 def secret_headers(endpoint: Endpoint) -> set[str]:
-    return {"authorization", endpoint.token_header.lower()} - {""}
+    """The apiKeyHeader carries the token (Authorization is always redacted by the store)."""
+    return {endpoint.token_header.lower()} - {""}
 
 
 def sign(endpoint: Endpoint, body: bytes) -> dict[str, str]:

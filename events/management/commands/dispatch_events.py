@@ -36,6 +36,8 @@ class Command(BaseCommand):
             try:
                 published = processing.dispatch_new(limit=batch)
             except Exception as exc:  # database or broker down: keep trying, a little slower each time
+                if once:
+                    raise
                 close_old_connections()
                 log.warning("dispatch failed (%s); retrying in %.1fs", exc.__class__.__name__, backoff)
                 time.sleep(backoff)

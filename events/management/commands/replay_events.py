@@ -36,11 +36,5 @@ class Command(BaseCommand):
         if dry_run:
             self.stdout.write(f"{events.count()} events would be replayed.")
             return
-        count, published = processing.replay(events)
-        if published:
-            self.stdout.write(f"Replaying {count} events.")
-        else:
-            self.stdout.write(
-                f"Marked {count} events pending; the broker is unreachable, "
-                "so the dispatcher publishes them once it is back."
-            )
+        count = processing.replay(events)
+        self.stdout.write(f"Replaying {count} events: the dispatcher publishes them now.")
