@@ -34,9 +34,21 @@ def requeue_pending_events() -> int:
 
 
 @shared_task
-def prune_old_records() -> dict[str, int]:
-    """Raw deliveries and rejected-request records past the retention period; events stay."""
+def prune_old_records(batch: int = 10_000) -> dict[str, int]:
+    """Raw deliveries and rejected-request records past the retention period; events stay.
+
+    Deleted in batches, each its own short transaction, so a month of rows never holds one
+    long lock against the ingress.
+    """
     cutoff = timezone.now() - timedelta(days=settings.PORTAL_RETENTION_DAYS)
-    deliveries, _ = Delivery.objects.filter(received_at__lt=cutoff).delete()
-    rejections, _ = RejectedRequest.objects.filter(received_at__lt=cutoff).delete()
-    return {"deliveries": deliveries, "rejections": rejections}
+    return {
+        "deliveries": _delete_in_batches(Delivery.objects.filter(received_at__lt=cutoff), batch),
+        "rejections": _delete_in_batches(RejectedRequest.objects.filter(received_at__lt=cutoff), batch),
+    }
+
+
+def _delete_in_batches(rows, batch: int) -> int:
+    total = 0
+    while ids := list(rows.order_by().values_list("pk", flat=True)[:batch]):
+        total += rows.model.objects.filter(pk__in=ids).delete()[0]
+    return total

@@ -11,7 +11,7 @@ environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 # Local state of the quick start: the SQLite file, the filesystem broker's queue, static files.
 VAR_DIR = Path(env("PORTAL_VAR_DIR", default=str(BASE_DIR / "var")))
 
-SECRET_KEY = env("SECRET_KEY", default="dev-only-insecure-key-change-me")
+SECRET_KEY = env("SECRET_KEY", default="dev-only-insecure-key-change-me")  # see portal/checks.py
 DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])

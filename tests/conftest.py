@@ -1,21 +1,10 @@
-"""Shared fixtures: an endpoint per vendor and ways to post to the ingress."""
-
-import http.client
-import json
-from urllib.parse import urlparse
+"""Shared fixtures: an endpoint per vendor and a way to post to the ingress."""
 
 import pytest
 
 from events.models import Endpoint
-from tests.vendors import ENDPOINT_SETTINGS, SIGNERS
-
-
-def make_endpoint(source: str, **overrides) -> Endpoint:
-    settings = {**ENDPOINT_SETTINGS[source], **overrides}
-    endpoint = Endpoint(source=source, name=f"{source} test endpoint", **settings)
-    endpoint.full_clean()
-    endpoint.save()
-    return endpoint
+from tests.helpers import make_endpoint
+from tests.vendors import SIGNERS
 
 
 @pytest.fixture
@@ -40,20 +29,3 @@ def post(client):
         )
 
     return _post
-
-
-def http_post(base_url: str, path: str, body: bytes, headers: dict, timeout: float = 15) -> tuple[int, dict]:
-    """A real HTTP POST over a socket; returns the status and the JSON answer."""
-    url = urlparse(base_url)
-    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=timeout)
-    try:
-        conn.request("POST", path, body=body, headers={"Content-Type": "application/json", **headers})
-        response = conn.getresponse()
-        raw = response.read()
-    finally:
-        conn.close()
-    try:
-        answer = json.loads(raw)
-    except ValueError:
-        answer = {"raw": raw.decode("utf-8", "replace")}
-    return response.status, answer

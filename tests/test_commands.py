@@ -96,7 +96,7 @@ def test_replay_dry_run_counts(post, endpoint_for):
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("vendor", ["pdk", "spk", "seam"])
 def test_send_fixture_signs_like_the_vendor_and_posts(live_server, vendor):
-    from tests.conftest import make_endpoint
+    from tests.helpers import make_endpoint
     from tests.vendors import fixture_files
 
     endpoint = make_endpoint(vendor)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from events.models import Delivery, Event
-from tests.conftest import http_post, make_endpoint
+from tests.helpers import http_post, make_endpoint
 from tests.vendors import SIGNERS, fixture_files
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from events.models import Delivery, Event, RejectedRequest
-from tests.conftest import http_post
+from tests.helpers import http_post
 from tests.processes import free_port, gunicorn, port_open, process_env, wait_until
 from tests.vendors import fixture_bytes, with_changes
 
@@ -169,7 +169,7 @@ def test_chunked_bodies_are_read_and_limited():
     """A sender using Transfer-Encoding: chunked (no Content-Length) through the real server."""
     import http.client
 
-    from tests.conftest import make_endpoint
+    from tests.helpers import make_endpoint
     from tests.vendors import SIGNERS
 
     endpoint = make_endpoint("spk")

@@ -45,7 +45,7 @@ def test_prune_removes_old_raw_deliveries_and_rejections_but_keeps_events(post, 
     Delivery.objects.filter(event_id=old).update(received_at=long_ago)
     RejectedRequest.objects.filter(pk=RejectedRequest.objects.first().pk).update(received_at=long_ago)
 
-    assert prune_old_records() == {"deliveries": 1, "rejections": 1}
+    assert prune_old_records(batch=1) == {"deliveries": 1, "rejections": 1}
     assert Event.objects.count() == 2
     assert Delivery.objects.count() == 1 and RejectedRequest.objects.count() == 1
 
@@ -86,3 +86,14 @@ print(Event.objects.get().status)
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "unhandled"
+
+
+def test_deploy_check_names_quick_start_defaults(settings):
+    from portal.checks import DEV_SECRET_KEY, quick_start_defaults
+
+    settings.SECRET_KEY = DEV_SECRET_KEY
+    settings.CELERY_BROKER_URL = "filesystem://"
+    assert {w.id for w in quick_start_defaults(None)} == {"portal.W001", "portal.W003"}
+    settings.SECRET_KEY = "a-real-secret-" * 4
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:6379/0"
+    assert quick_start_defaults(None) == []

@@ -11,7 +11,7 @@ from django.utils import timezone
 from events import processing
 from events.models import Event
 from events.sources import pdk
-from tests.conftest import http_post, make_endpoint
+from tests.helpers import http_post, make_endpoint
 from tests.processes import celery_worker, dispatcher, free_port, port_open, process_env, redis_server, wait_until
 from tests.vendors import SIGNERS, fixture_bytes, fixture_files, with_changes
 

@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from events.models import Delivery, Event, RejectedRequest
-from tests.conftest import http_post, make_endpoint
+from tests.helpers import http_post, make_endpoint
 from tests.vendors import SIGNERS, fixture_bytes, with_changes
 
 
