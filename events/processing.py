@@ -79,7 +79,11 @@ def process(event_id: int) -> str | None:
         event.attempts += 1
         module = sources.get(event.source)
         handler = module.HANDLERS.get(event.event_type) if module else None
-        if handler is not None:
+        problem = module.validate(event.event_type, event.payload) if module else None
+        if problem:
+            # The vendor's schema says this payload is wrong: visible and replayable, not guessed at.
+            event.status, event.last_error = Event.Status.FAILED, f"invalid payload: {problem}"
+        elif handler is not None:
             try:
                 with transaction.atomic():
                     handler(event)

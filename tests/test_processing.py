@@ -1,6 +1,7 @@
 """Stored events reach a worker and end processed, failed or unhandled: once, and replayably."""
 
 import io
+import json
 import time
 from datetime import timedelta
 
@@ -219,3 +220,45 @@ def test_broker_outage_loses_nothing_and_processes_each_event_once(live_server):
 
     assert len(set(before + during)) == 25
     assert set(Event.objects.values_list("status", "attempts")) == {("unhandled", 1)}
+
+
+@pytest.mark.django_db
+class TestSpkSchemaValidation:
+    """SPK's detail.data is held to SPK's published JSON Schemas before any handler runs."""
+
+    @pytest.mark.parametrize("path", fixture_files("spk"), ids=lambda p: p.name)
+    def test_documented_samples_are_valid(self, path):
+        from events.sources import spk
+
+        payload = json.loads(path.read_bytes())
+        assert spk.validate(payload["detail-type"], payload) is None
+
+    def test_invalid_payload_ends_failed_with_the_schema_message(self, post, endpoint_for):
+        envelope = json.loads(fixture_bytes("spk", "KeyAdded.json"))
+        envelope["detail"]["data"]["keyIndexNumber"] = "three"
+        response = post(endpoint_for("spk"), json.dumps(envelope).encode())
+
+        assert processing.process(response.json()["event_id"]) == "failed"
+        event = Event.objects.get(pk=response.json()["event_id"])
+        assert event.last_error.startswith("invalid payload: detail.data['keyIndexNumber']")
+
+    def test_missing_required_field_is_named(self, post, endpoint_for):
+        envelope = json.loads(fixture_bytes("spk", "ResidentAdded.json"))
+        del envelope["detail"]["data"]["userId"]
+        event_id = post(endpoint_for("spk"), json.dumps(envelope).encode()).json()["event_id"]
+
+        processing.process(event_id)
+
+        assert "'userId' is a required property" in Event.objects.get(pk=event_id).last_error
+
+    def test_documented_nulls_are_accepted(self, post, endpoint_for):
+        envelope = json.loads(fixture_bytes("spk", "ResidentAdded.json"))
+        envelope["detail"]["data"]["email"] = None  # the catalog says "string|null"
+        event_id = post(endpoint_for("spk"), json.dumps(envelope).encode()).json()["event_id"]
+        assert processing.process(event_id) == "unhandled"
+
+    def test_type_outside_every_catalog_is_unhandled_not_an_error(self, post, endpoint_for):
+        envelope = json.loads(fixture_bytes("spk", "KeyAdded.json"))
+        envelope["detail-type"] = "SomethingNew"
+        event_id = post(endpoint_for("spk"), json.dumps(envelope).encode()).json()["event_id"]
+        assert processing.process(event_id) == "unhandled"

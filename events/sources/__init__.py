@@ -1,9 +1,10 @@
 """The registry of vendor modules: the only place that lists the vendors.
 
 Each module answers the same questions (see ``events.sources.base``):
-``authenticate(inbound, endpoint)``, ``identify(inbound)``, ``endpoint_problems(endpoint)``,
-``describe_verification(endpoint)``, ``sign(endpoint, body)`` (how the vendor would sign, for
-``send_fixture``), ``secret_headers(endpoint)``, and the ``HANDLERS`` / ``IGNORED`` tables.
+``authenticate(inbound, endpoint)``, ``identify(inbound)``, ``validate(event_type, payload)``,
+``endpoint_problems(endpoint)``, ``describe_verification(endpoint)``, ``secret_headers(endpoint)``,
+``sign(endpoint, body)`` (how the vendor would sign, for ``send_fixture``), and the ``HANDLERS``
+and ``IGNORED`` tables.
 """
 
 from types import ModuleType

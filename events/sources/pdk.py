@@ -90,6 +90,11 @@ def identify(inbound: Inbound) -> IdentifiedEvent:
     return IdentifiedEvent(event_type=topic, dedup_key=dedup_key, occurred_at=occurred_at, payload=payload)
 
 
+def validate(event_type: str, payload: dict[str, Any]) -> str | None:
+    """The vendor publishes no schema to hold its events to: nothing to check before handling."""
+    return None
+
+
 def endpoint_problems(endpoint: Endpoint) -> dict[str, str]:
     problems = {}
     if not (endpoint.secret or endpoint.basic_username):

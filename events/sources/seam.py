@@ -96,6 +96,11 @@ def identify(inbound: Inbound) -> IdentifiedEvent:
     )
 
 
+def validate(event_type: str, payload: dict[str, Any]) -> str | None:
+    """The vendor publishes no schema to hold its events to: nothing to check before handling."""
+    return None
+
+
 def endpoint_problems(endpoint: Endpoint) -> dict[str, str]:
     problems = {}
     if not endpoint.secret:

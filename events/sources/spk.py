@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
 
 from events.sources.base import (
     AuthenticationFailed,
@@ -85,6 +91,43 @@ def identify(inbound: Inbound) -> IdentifiedEvent:
         payload=payload,
         flags=flags,
     )
+
+
+# SPK's JSON Schemas for detail.data, copied from its docs (vendor-docs/smartphonekey).
+SCHEMA_FILE = Path(__file__).parent / "catalogs" / "spk-event-schemas.json"
+
+
+@functools.cache
+def _validators() -> dict[str, Draft202012Validator]:
+    schemas = json.loads(SCHEMA_FILE.read_text())["events"]
+    return {name: Draft202012Validator(schema) for name, schema in schemas.items()}
+
+
+def validate(event_type: str, payload: dict[str, Any]) -> str | None:
+    """What is wrong with an event's detail.data against SPK's schema, or None.
+
+    Two documented habits the schemas don't allow are accepted: data repeats its type in a
+    "type" field (every catalog sample does), and optional fields may be null (the catalog
+    marks them "string|null").
+    """
+    validator = _validators().get(event_type)
+    detail = payload.get("detail")
+    if validator is None or not isinstance(detail, dict):
+        return None
+    data = detail.get("data")
+    if not isinstance(data, dict):
+        return "detail.data is missing or not an object"
+    required = set(validator.schema.get("required", ()))
+    data = {
+        key: value
+        for key, value in data.items()
+        if not (key == "type" and value == event_type) and not (value is None and key not in required)
+    }
+    error = best_match(validator.iter_errors(data))
+    if error is None:
+        return None
+    where = "detail.data" + "".join(f"[{part!r}]" for part in error.absolute_path)
+    return f"{where}: {error.message}"[:1000]
 
 
 def _parse_inner_json(text: str) -> tuple[Any, str]:
