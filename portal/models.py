@@ -4,6 +4,7 @@ import zoneinfo
 
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models import Q
 
 
 def validate_timezone(value: str) -> None:
@@ -23,3 +24,139 @@ class Site(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class Placement(models.Model):
+    """Something a vendor reports that belongs in a building: a PDK panel, an SPK hub, a Seam account.
+
+    Locks inherit their site from their placement; a placement with no site is waiting for a
+    superuser to place it, and placing it re-homes its locks.
+    """
+
+    class Kind(models.TextChoices):
+        PDK_PANEL = "pdk_panel", "PDK panel"
+        PDK_ORG = "pdk_org", "PDK organization"
+        SPK_HUB = "spk_hub", "SPK hub"
+        SPK_PARTNER = "spk_partner", "SPK partner org"
+        SEAM_WORKSPACE = "seam_workspace", "Seam workspace"
+        SEAM_ACCOUNT = "seam_account", "Seam connected account"
+
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    external_id = models.CharField(max_length=200)
+    name = models.CharField(max_length=200, blank=True)
+    site = models.ForeignKey(Site, null=True, blank=True, on_delete=models.SET_NULL, related_name="placements")
+    online = models.BooleanField(null=True)
+    online_as_of = models.DateTimeField(null=True, blank=True)
+    first_seen_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["kind", "external_id"], name="placement_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.name or self.external_id}"
+
+
+class Lock(models.Model):
+    """A door or lock as a building manager thinks of it, whatever the vendor.
+
+    Each state field keeps the vendor time it is as of, so an older event never overwrites it.
+    """
+
+    vendor = models.CharField(max_length=16)
+    external_id = models.CharField(max_length=200, help_text="PDK: panel:door. SPK: lock uuid. Seam: device id.")
+    name = models.CharField(max_length=200, blank=True)
+    placement = models.ForeignKey(Placement, null=True, blank=True, on_delete=models.SET_NULL, related_name="locks")
+    site = models.ForeignKey(Site, null=True, blank=True, on_delete=models.SET_NULL, related_name="locks")
+    locked = models.BooleanField(null=True)
+    locked_as_of = models.DateTimeField(null=True, blank=True)
+    door_open = models.BooleanField(null=True, help_text="Door position sensor (PDK DPS).")
+    door_open_as_of = models.DateTimeField(null=True, blank=True)
+    online = models.BooleanField(null=True)
+    online_as_of = models.DateTimeField(null=True, blank=True)
+    battery_level = models.FloatField(null=True, blank=True)
+    battery_status = models.CharField(max_length=16, blank=True)
+    battery_as_of = models.DateTimeField(null=True, blank=True)
+    last_activity_at = models.DateTimeField(null=True, blank=True)
+    details = models.JSONField(default=dict, blank=True, help_text="Vendor fields kept as reported.")
+
+    class Meta:
+        ordering = ["site__name", "name"]
+        constraints = [models.UniqueConstraint(fields=["vendor", "external_id"], name="lock_unique_per_vendor")]
+
+    def __str__(self) -> str:
+        return self.name or f"{self.vendor} {self.external_id}"
+
+
+class Activity(models.Model):
+    """One access attempt or door action, whoever the vendor; one row per vendor event."""
+
+    event = models.OneToOneField("events.Event", on_delete=models.CASCADE, related_name="activity")
+    occurred_at = models.DateTimeField()
+    lock = models.ForeignKey(Lock, null=True, blank=True, on_delete=models.SET_NULL, related_name="activity")
+    site = models.ForeignKey(Site, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    action = models.CharField(max_length=40, help_text="request, unlock, lock, door opened, …")
+    result = models.CharField(max_length=40, blank=True, help_text="allowed, denied, unknown, …")
+    method = models.CharField(max_length=60, blank=True)
+    actor = models.CharField(max_length=200, blank=True, help_text="Who, as the vendor names them.")
+    details = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-occurred_at", "-id"]
+        verbose_name_plural = "activity"
+        indexes = [models.Index(fields=["lock", "-occurred_at"], name="activity_lock_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.result}".strip()
+
+
+class Alarm(models.Model):
+    """One alarm per (kind, subject) while it is open; repeats add occurrences."""
+
+    class State(models.TextChoices):
+        ACTIVE = "active"
+        ACKNOWLEDGED = "acknowledged"
+        CLEARED = "cleared", "cleared (by the vendor)"
+        RESOLVED = "resolved", "resolved (by a person)"
+
+    class Severity(models.TextChoices):
+        MINOR = "minor"
+        MAJOR = "major"
+        CRITICAL = "critical"
+
+    OPEN_STATES = (State.ACTIVE, State.ACKNOWLEDGED)
+
+    kind = models.CharField(max_length=40)
+    severity = models.CharField(max_length=10, choices=Severity.choices)
+    subject = models.CharField(max_length=255, help_text="What the alarm is about, e.g. pdk:door:1070000:1.")
+    lock = models.ForeignKey(Lock, null=True, blank=True, on_delete=models.SET_NULL, related_name="alarms")
+    site = models.ForeignKey(Site, null=True, blank=True, on_delete=models.SET_NULL, related_name="alarms")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.ACTIVE)
+    raised_at = models.DateTimeField(null=True, blank=True)
+    last_raised_at = models.DateTimeField(null=True, blank=True)
+    cleared_at = models.DateTimeField(null=True, blank=True)
+    occurrences = models.PositiveIntegerField(default=0)
+    raised_by = models.ForeignKey("events.Event", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    cleared_by = models.ForeignKey("events.Event", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        ordering = ["-last_raised_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["kind", "subject"], condition=Q(state__in=["active", "acknowledged"]), name="alarm_open_once"
+            )
+        ]
+        indexes = [models.Index(fields=["kind", "subject", "-cleared_at"], name="alarm_subject_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} on {self.lock or self.subject}"
+
+
+class AlarmOccurrence(models.Model):
+    """Which event raised an alarm (again): makes raising idempotent per event."""
+
+    alarm = models.ForeignKey(Alarm, on_delete=models.CASCADE, related_name="occurrence_events")
+    event = models.OneToOneField("events.Event", on_delete=models.CASCADE, related_name="+")
+    occurred_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.alarm} at {self.occurred_at:%Y-%m-%d %H:%M:%S}"

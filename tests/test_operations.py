@@ -85,7 +85,7 @@ print(Event.objects.get().status)
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "unhandled"
+    assert result.stdout.strip().splitlines()[-1] == "processed"
 
 
 def test_deploy_check_names_quick_start_defaults(settings):

@@ -21,6 +21,8 @@ from events.sources.base import (
     time_from_epoch_ms,
     time_from_iso,
 )
+from portal import domain
+from portal.models import Placement
 
 if TYPE_CHECKING:
     from events.models import Endpoint
@@ -28,12 +30,6 @@ if TYPE_CHECKING:
 NAME = "pdk"
 LABEL = "ProdataKey"
 SIGNATURE_HEADER = "X-PDK-SIGNATURE"
-
-# Topic -> handler(event). The building model fills this table; until then every topic ends
-# "unhandled", visible and replayable in the admin.
-HANDLERS: dict[str, Any] = {}
-# Topic -> why the portal deliberately does nothing with it.
-IGNORED: dict[str, str] = {}
 
 
 def authenticate(inbound: Inbound, endpoint: Endpoint) -> None:
@@ -134,3 +130,127 @@ def sign(endpoint: Endpoint, body: bytes) -> dict[str, str]:
         credentials = f"{endpoint.basic_username}:{endpoint.basic_password}".encode()
         headers["Authorization"] = "Basic " + base64.b64encode(credentials).decode()
     return headers
+
+
+# --- handlers: PDK topics -> domain verbs ------------------------------------------------------
+# Only handlers touch the building model, and only through portal.domain.
+
+
+def _when(event):
+    return event.occurred_at or event.received_at
+
+
+def _panel(event):
+    return domain.placement(Placement.Kind.PDK_PANEL, str(event.payload["panelId"]))
+
+
+def _door(event):
+    """The door an event is about: PDK names a door by panel id and door id."""
+    body, metadata = event.payload.get("body") or {}, event.payload.get("metadata") or {}
+    panel = _panel(event)
+    name = metadata.get("doorName") if isinstance(metadata.get("doorName"), str) else ""
+    return domain.lock(NAME, f"{panel.external_id}:{body['doorId']}", name=name, place=panel)
+
+
+def _door_subject(lock) -> str:
+    return f"pdk:door:{lock.external_id}"
+
+
+def _door_request(result: str):
+    def handle(event):
+        door, body = _door(event), event.payload["body"]
+        person = body.get("personId")
+        domain.record_activity(
+            event,
+            door,
+            _when(event),
+            action="request",
+            result=result,
+            method=str(body.get("requestFactor") or ""),
+            actor=f"PDK person {person}" if person is not None else "",
+            details={k: v for k, v in body.items() if k not in ("doorId", "personId", "requestFactor")},
+        )
+        if result == "duress":
+            domain.raise_alarm("duress", _door_subject(door), event, _when(event), lock_=door)
+
+    return handle
+
+
+def _door_alarm(kind: str, raising: bool):
+    def handle(event):
+        door = _door(event)
+        verb = domain.raise_alarm if raising else domain.clear_alarm
+        verb(kind, _door_subject(door), event, _when(event), lock_=door)
+
+    return handle
+
+
+def _door_position(is_open: bool):
+    def handle(event):
+        door = _door(event)
+        domain.move_forward(door, "door_open", is_open, _when(event))
+        domain.record_activity(event, door, _when(event), action="door opened" if is_open else "door closed")
+
+    return handle
+
+
+def _controller_alarm(kind: str, raising: bool):
+    def handle(event):
+        panel, body = _panel(event), event.payload.get("body") or {}
+        subject = f"pdk:controller:{panel.external_id}:{body.get('ioLinkId')}:{body.get('address') or ''}"
+        verb = domain.raise_alarm if raising else domain.clear_alarm
+        verb(kind, subject, event, _when(event), site_id=panel.site_id)
+
+    return handle
+
+
+def _panel_connection(online: bool):
+    def handle(event):
+        panel = _panel(event)
+        domain.move_forward(panel, "online", online, _when(event))
+        verb = domain.clear_alarm if online else domain.raise_alarm
+        verb("panel_offline", f"pdk:panel:{panel.external_id}", event, _when(event), site_id=panel.site_id)
+
+    return handle
+
+
+def _reader_error(event):
+    panel = _panel(event)
+    body = event.payload.get("body") or {}
+    where = f":{body['doorId']}" if "doorId" in body else ""
+    domain.raise_alarm(
+        "reader_error", f"pdk:reader:{panel.external_id}{where}", event, _when(event), site_id=panel.site_id
+    )
+
+
+# Topic -> handler(event). Topics in neither table end "unhandled", visible and replayable.
+HANDLERS: dict[str, Any] = {
+    **{
+        f"door.request.{result}": _door_request(result)
+        for result in ("allowed", "denied", "unknown", "found", "multiallowed", "duress")
+    },
+    "door.alarm.forced": _door_alarm("door_forced", raising=True),
+    "door.alarm.forced.cleared": _door_alarm("door_forced", raising=False),
+    "door.alarm.propped.on": _door_alarm("door_propped", raising=True),
+    "door.alarm.propped.off": _door_alarm("door_propped", raising=False),
+    "door.alarm.propped.alloff": _door_alarm("door_propped", raising=False),
+    "door.input.dps.opened": _door_position(is_open=True),
+    "door.input.dps.closed": _door_position(is_open=False),
+    "endpoint.alarm.comloss.on": _controller_alarm("controller_comm_loss", raising=True),
+    "endpoint.alarm.comloss.off": _controller_alarm("controller_comm_loss", raising=False),
+    "endpoint.input.pi.off": _controller_alarm("input_power_lost", raising=True),
+    "endpoint.input.pi.on": _controller_alarm("input_power_lost", raising=False),
+    "endpoint.input.pb.disconnected": _controller_alarm("battery_disconnected", raising=True),
+    "endpoint.input.pb.connected": _controller_alarm("battery_disconnected", raising=False),
+    "endpoint.input.lp.on": _controller_alarm("low_power_mode", raising=True),
+    "endpoint.input.lp.off": _controller_alarm("low_power_mode", raising=False),
+    "endpoint.input.po.present": _controller_alarm("overcurrent", raising=True),
+    "endpoint.input.po.absent": _controller_alarm("overcurrent", raising=False),
+    "panel.connected": _panel_connection(online=True),
+    "panel.disconnected": _panel_connection(online=False),
+    "error.card.parse": _reader_error,
+    "error.packetized.protocol": _reader_error,
+}
+# Topic -> why the portal deliberately does nothing with it. (The remaining PDK topics are
+# still to be mapped: they end "unhandled" until then.)
+IGNORED: dict[str, str] = {}

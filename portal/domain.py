@@ -1,0 +1,149 @@
+"""The domain verbs: the only code that changes building state (locks, activity, alarms).
+
+Vendor handlers call these; they keep the invariants in one place: state is only ever moved
+forward in vendor time, each vendor event counts once, and a clear that arrives before its raise
+leaves no active alarm.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db import IntegrityError, transaction
+
+from portal.models import Activity, Alarm, AlarmOccurrence, Lock, Placement
+
+# kind -> (what a manager reads, default severity). Sites may override severities later.
+ALARM_KINDS: dict[str, tuple[str, str]] = {
+    "door_forced": ("Door forced open", Alarm.Severity.CRITICAL),
+    "door_propped": ("Door propped open", Alarm.Severity.MAJOR),
+    "duress": ("Duress", Alarm.Severity.CRITICAL),
+    "controller_comm_loss": ("Controller communication lost", Alarm.Severity.MAJOR),
+    "input_power_lost": ("Input power lost", Alarm.Severity.MAJOR),
+    "battery_disconnected": ("Battery disconnected", Alarm.Severity.MINOR),
+    "low_power_mode": ("Low power mode", Alarm.Severity.MINOR),
+    "overcurrent": ("Overcurrent", Alarm.Severity.MAJOR),
+    "panel_offline": ("Panel offline", Alarm.Severity.MAJOR),
+    "reader_error": ("Card or Bluetooth error", Alarm.Severity.MINOR),
+}
+
+
+def placement(kind: str, external_id: str, name: str = "") -> Placement:
+    found, _ = Placement.objects.get_or_create(kind=kind, external_id=external_id, defaults={"name": name})
+    if name and found.name != name:
+        Placement.objects.filter(pk=found.pk).update(name=name)
+        found.name = name
+    return found
+
+
+def lock(vendor: str, external_id: str, *, name: str = "", place: Placement | None = None) -> Lock:
+    """The lock, created on first sight and row-locked for the rest of the transaction, so events
+    for one lock handled by two workers at once are applied one after the other."""
+    defaults = {"name": name, "placement": place, "site_id": place.site_id if place else None}
+    try:
+        with transaction.atomic():
+            Lock.objects.get_or_create(vendor=vendor, external_id=external_id, defaults=defaults)
+    except IntegrityError:
+        pass  # created by a concurrent worker: ours is the same lock
+    found = Lock.objects.select_for_update().get(vendor=vendor, external_id=external_id)
+    changes = {}
+    if name and found.name != name:
+        changes["name"] = name
+    if place and found.placement_id is None:
+        changes |= {"placement": place, "site_id": place.site_id}
+    if changes:
+        for field, value in changes.items():
+            setattr(found, field, value)
+        found.save(update_fields=list(changes))
+    return found
+
+
+def move_forward(obj, field: str, value, at: datetime | None) -> bool:
+    """Set obj.field to value unless the state already reflects a later vendor time."""
+    as_of = f"{field}_as_of"
+    current = getattr(obj, as_of)
+    if at is not None and current is not None and at < current:
+        return False
+    setattr(obj, field, value)
+    setattr(obj, as_of, at or current)
+    obj.save(update_fields=[field, as_of])
+    return True
+
+
+def record_activity(event, lock_: Lock | None, at: datetime, *, action: str, result: str = "", **fields) -> Activity:
+    activity, _ = Activity.objects.get_or_create(
+        event=event,
+        defaults={
+            "occurred_at": at,
+            "lock": lock_,
+            "site_id": lock_.site_id if lock_ else None,
+            "action": action,
+            "result": result,
+            **fields,
+        },
+    )
+    if lock_ and (lock_.last_activity_at is None or at > lock_.last_activity_at):
+        lock_.last_activity_at = at
+        lock_.save(update_fields=["last_activity_at"])
+    return activity
+
+
+def raise_alarm(kind: str, subject: str, event, at: datetime, *, lock_: Lock | None = None, site_id=None) -> Alarm:
+    """Open an alarm, or count one more occurrence of the open one; once per event.
+
+    A raise older than a clear already seen for the same subject belongs to that cleared episode
+    (events out of order): it is counted there and opens nothing.
+    """
+    seen = AlarmOccurrence.objects.filter(event=event).select_related("alarm").first()
+    if seen:
+        return seen.alarm
+    alarms = Alarm.objects.select_for_update().filter(kind=kind, subject=subject)
+    alarm = alarms.filter(state=Alarm.State.CLEARED, cleared_at__gte=at).order_by("cleared_at").first()
+    alarm = alarm or alarms.filter(state__in=Alarm.OPEN_STATES).first()
+    if alarm is None:
+        try:
+            with transaction.atomic():
+                alarm = Alarm.objects.create(
+                    kind=kind,
+                    subject=subject,
+                    severity=ALARM_KINDS[kind][1],
+                    lock=lock_,
+                    site_id=lock_.site_id if lock_ else site_id,
+                    raised_at=at,
+                    last_raised_at=at,
+                    raised_by=event,
+                )
+        except IntegrityError:  # opened by a concurrent worker a moment ago
+            alarm = alarms.get(state__in=Alarm.OPEN_STATES)
+    alarm.occurrences += 1
+    alarm.raised_at = min(filter(None, (alarm.raised_at, at)))
+    alarm.last_raised_at = max(filter(None, (alarm.last_raised_at, at)))
+    alarm.raised_by = alarm.raised_by or event
+    alarm.save(update_fields=["occurrences", "raised_at", "last_raised_at", "raised_by"])
+    AlarmOccurrence.objects.create(alarm=alarm, event=event, occurred_at=at)
+    return alarm
+
+
+def clear_alarm(kind: str, subject: str, event, at: datetime, *, lock_: Lock | None = None, site_id=None) -> Alarm:
+    """Clear the open alarm raised at or before this time; otherwise remember the clear, so a raise
+    that is older and arrives later opens nothing."""
+    done = Alarm.objects.filter(cleared_by=event).first()
+    if done:
+        return done
+    open_alarm = (
+        Alarm.objects.select_for_update().filter(kind=kind, subject=subject, state__in=Alarm.OPEN_STATES).first()
+    )
+    if open_alarm and (open_alarm.raised_at is None or open_alarm.raised_at <= at):
+        open_alarm.state, open_alarm.cleared_at, open_alarm.cleared_by = Alarm.State.CLEARED, at, event
+        open_alarm.save(update_fields=["state", "cleared_at", "cleared_by"])
+        return open_alarm
+    return Alarm.objects.create(
+        kind=kind,
+        subject=subject,
+        severity=ALARM_KINDS[kind][1],
+        lock=lock_,
+        site_id=lock_.site_id if lock_ else site_id,
+        state=Alarm.State.CLEARED,
+        cleared_at=at,
+        cleared_by=event,
+    )
