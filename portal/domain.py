@@ -25,7 +25,15 @@ ALARM_KINDS: dict[str, tuple[str, str]] = {
     "overcurrent": ("Overcurrent", Alarm.Severity.MAJOR),
     "panel_offline": ("Panel offline", Alarm.Severity.MAJOR),
     "reader_error": ("Card or Bluetooth error", Alarm.Severity.MINOR),
+    "device_offline": ("Device offline", Alarm.Severity.MAJOR),
+    "low_battery": ("Low battery", Alarm.Severity.MINOR),
+    "tampered": ("Tampered", Alarm.Severity.CRITICAL),
+    "access_denied": ("Access denied", Alarm.Severity.MINOR),
+    "account_disconnected": ("Account disconnected", Alarm.Severity.MAJOR),
+    "access_code_not_set": ("Access code not set", Alarm.Severity.MINOR),
+    "noise": ("Noise", Alarm.Severity.MINOR),
 }
+SEVERITY_RANK = {Alarm.Severity.MINOR: 0, Alarm.Severity.MAJOR: 1, Alarm.Severity.CRITICAL: 2}
 
 
 def placement(kind: str, external_id: str, name: str = "") -> Placement:
@@ -58,15 +66,16 @@ def lock(vendor: str, external_id: str, *, name: str = "", place: Placement | No
     return found
 
 
-def move_forward(obj, field: str, value, at: datetime | None) -> bool:
-    """Set obj.field to value unless the state already reflects a later vendor time."""
-    as_of = f"{field}_as_of"
+def move_forward(obj, clock: str, at: datetime | None, **values) -> bool:
+    """Set these fields unless their state already reflects a later vendor time (``<clock>_as_of``)."""
+    as_of = f"{clock}_as_of"
     current = getattr(obj, as_of)
     if at is not None and current is not None and at < current:
         return False
-    setattr(obj, field, value)
+    for field, value in values.items():
+        setattr(obj, field, value)
     setattr(obj, as_of, at or current)
-    obj.save(update_fields=[field, as_of])
+    obj.save(update_fields=[*values, as_of])
     return True
 
 
@@ -88,7 +97,9 @@ def record_activity(event, lock_: Lock | None, at: datetime, *, action: str, res
     return activity
 
 
-def raise_alarm(kind: str, subject: str, event, at: datetime, *, lock_: Lock | None = None, site_id=None) -> Alarm:
+def raise_alarm(
+    kind: str, subject: str, event, at: datetime, *, lock_: Lock | None = None, site_id=None, severity: str = ""
+) -> Alarm:
     """Open an alarm, or count one more occurrence of the open one; once per event.
 
     A raise older than a clear already seen for the same subject belongs to that cleared episode
@@ -119,7 +130,9 @@ def raise_alarm(kind: str, subject: str, event, at: datetime, *, lock_: Lock | N
     alarm.raised_at = min(filter(None, (alarm.raised_at, at)))
     alarm.last_raised_at = max(filter(None, (alarm.last_raised_at, at)))
     alarm.raised_by = alarm.raised_by or event
-    alarm.save(update_fields=["occurrences", "raised_at", "last_raised_at", "raised_by"])
+    if severity and SEVERITY_RANK[severity] > SEVERITY_RANK[alarm.severity]:
+        alarm.severity = severity  # escalates, never calms down by itself
+    alarm.save(update_fields=["occurrences", "raised_at", "last_raised_at", "raised_by", "severity"])
     AlarmOccurrence.objects.create(alarm=alarm, event=event, occurred_at=at)
     return alarm
 

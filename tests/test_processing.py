@@ -188,7 +188,7 @@ def test_committed_events_reach_a_real_worker(live_server):
             ids.append(answer["event_id"])
         events = Event.objects.filter(pk__in=ids)
         wait_until(lambda: not events.filter(status="pending").exists(), message="events to be processed")
-    assert set(events.values_list("status", "attempts")) == {("unhandled", 1)}
+    assert set(events.values_list("status", "attempts")) == {("processed", 1)}
 
 
 @pytest.mark.slow

@@ -188,7 +188,7 @@ def _door_alarm(kind: str, raising: bool):
 def _door_position(is_open: bool):
     def handle(event):
         door = _door(event)
-        domain.move_forward(door, "door_open", is_open, _when(event))
+        domain.move_forward(door, "door_open", _when(event), door_open=is_open)
         domain.record_activity(event, door, _when(event), action="door opened" if is_open else "door closed")
 
     return handle
@@ -207,7 +207,7 @@ def _controller_alarm(kind: str, raising: bool):
 def _panel_connection(online: bool):
     def handle(event):
         panel = _panel(event)
-        domain.move_forward(panel, "online", online, _when(event))
+        domain.move_forward(panel, "online", _when(event), online=online)
         verb = domain.clear_alarm if online else domain.raise_alarm
         verb("panel_offline", f"pdk:panel:{panel.external_id}", event, _when(event), site_id=panel.site_id)
 

@@ -21,6 +21,8 @@ from events.sources.base import (
     time_from_iso,
     utf8_text,
 )
+from portal import domain
+from portal.models import Placement
 
 if TYPE_CHECKING:
     from events.models import Endpoint
@@ -28,9 +30,6 @@ if TYPE_CHECKING:
 NAME = "seam"
 LABEL = "Seam"
 SECRET_PREFIX = "whsec_"
-
-HANDLERS: dict[str, Any] = {}
-IGNORED: dict[str, str] = {}
 
 
 _SIGNATURE = re.compile(r"^v1,[A-Za-z0-9+/]+={0,2}$")
@@ -139,3 +138,97 @@ def sign(endpoint: Endpoint, body: bytes) -> dict[str, str]:
     now = datetime.now(tz=UTC)
     signature = Webhook(endpoint.secret).sign(message_id, now, body.decode("utf-8"))
     return {"svix-id": message_id, "svix-timestamp": str(int(now.timestamp())), "svix-signature": signature}
+
+
+# --- handlers: Seam event types -> domain verbs -------------------------------------------------
+
+
+def _when(event):
+    return event.occurred_at or event.received_at
+
+
+def _account(event):
+    """The connected account a device belongs to (its workspace when the event names none)."""
+    payload = event.payload
+    if isinstance(payload.get("connected_account_id"), str):
+        return domain.placement(Placement.Kind.SEAM_ACCOUNT, payload["connected_account_id"])
+    return domain.placement(Placement.Kind.SEAM_WORKSPACE, str(payload.get("workspace_id") or "unknown"))
+
+
+def _device(event):
+    return domain.lock(NAME, str(event.payload["device_id"]), place=_account(event))
+
+
+def _subject(device) -> str:
+    return f"seam:device:{device.external_id}"
+
+
+def _lock_action(locked: bool):
+    def handle(event):
+        device, payload = _device(event), event.payload
+        domain.move_forward(device, "locked", _when(event), locked=locked)
+        domain.record_activity(
+            event,
+            device,
+            _when(event),
+            action="lock" if locked else "unlock",
+            result="locked" if locked else "unlocked",
+            method=str(payload.get("method") or ""),
+            actor=f"access code {payload['access_code_id']}" if payload.get("access_code_id") else "",
+        )
+
+    return handle
+
+
+def _access_denied(event):
+    device = _device(event)
+    code = event.payload.get("access_code_id")
+    domain.record_activity(
+        event, device, _when(event), action="request", result="denied", actor=f"access code {code}" if code else ""
+    )
+    domain.raise_alarm("access_denied", _subject(device), event, _when(event), lock_=device)
+
+
+def _connection(online: bool):
+    def handle(event):
+        device = _device(event)
+        domain.move_forward(device, "online", _when(event), online=online)
+        verb = domain.clear_alarm if online else domain.raise_alarm
+        verb("device_offline", _subject(device), event, _when(event), lock_=device)
+
+    return handle
+
+
+def _battery(event):
+    device, payload = _device(event), event.payload
+    level, status = payload.get("battery_level"), payload.get("battery_status") or ""
+    if event.event_type == "device.low_battery":
+        status = status or "low"
+    if isinstance(level, bool) or not isinstance(level, (int, float)):
+        level = device.battery_level
+    domain.move_forward(device, "battery", _when(event), battery_level=level, battery_status=status[:16])
+    if status in ("low", "critical"):
+        severity = "major" if status == "critical" else ""
+        domain.raise_alarm("low_battery", _subject(device), event, _when(event), lock_=device, severity=severity)
+    elif status in ("good", "full"):
+        domain.clear_alarm("low_battery", _subject(device), event, _when(event), lock_=device)
+
+
+def _tampered(event):
+    device = _device(event)
+    domain.raise_alarm("tampered", _subject(device), event, _when(event), lock_=device)
+
+
+HANDLERS: dict[str, Any] = {
+    "lock.locked": _lock_action(locked=True),
+    "lock.unlocked": _lock_action(locked=False),
+    "lock.access_denied": _access_denied,
+    "device.connected": _connection(online=True),
+    "device.disconnected": _connection(online=False),
+    "device.low_battery": _battery,
+    "device.battery_status_changed": _battery,
+    "device.tampered": _tampered,
+}
+# Event type -> why the portal deliberately does nothing with it. (The remaining Seam types are
+# still to be mapped: they end "unhandled" until then.)
+IGNORED: dict[str, str] = {}
