@@ -32,6 +32,10 @@ ALARM_KINDS: dict[str, tuple[str, str]] = {
     "account_disconnected": ("Account disconnected", Alarm.Severity.MAJOR),
     "access_code_not_set": ("Access code not set", Alarm.Severity.MINOR),
     "noise": ("Noise", Alarm.Severity.MINOR),
+    "smoke": ("Smoke", Alarm.Severity.CRITICAL),
+    "water_leak": ("Water leak", Alarm.Severity.MAJOR),
+    "contact": ("Contact sensor", Alarm.Severity.MINOR),
+    "configuration_drift": ("Configuration drift", Alarm.Severity.MINOR),
 }
 SEVERITY_RANK = {Alarm.Severity.MINOR: 0, Alarm.Severity.MAJOR: 1, Alarm.Severity.CRITICAL: 2}
 

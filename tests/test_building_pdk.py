@@ -152,3 +152,39 @@ def test_placing_a_panel_rehomes_its_doors(admin_client, deliver):
     admin_client.post(reverse("admin:portal_placement_change", args=[panel.pk]), {"name": "", "site": site.pk})
 
     assert Lock.objects.get().site == site
+
+
+@pytest.mark.django_db(transaction=True)
+def test_events_for_one_door_processed_by_two_workers_at_once_serialize(post, endpoint_for):
+    import threading
+
+    from django.db import connection
+
+    endpoint = endpoint_for("pdk")
+    ids = [
+        post(endpoint, sample("door.alarm.propped.on", occurred=1_700_000_000_000 + i * 1000)).json()["event_id"]
+        for i in range(8)
+    ]
+    barrier = threading.Barrier(len(ids))
+    errors = []
+
+    def work(event_id):
+        barrier.wait()
+        try:
+            processing.process(event_id)
+        except Exception as exc:  # collected: a worker must not fail on a race
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work, args=(event_id,)) for event_id in ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert set(Event.objects.values_list("status", flat=True)) == {"processed"}
+    alarm = Alarm.objects.get()
+    assert (alarm.state, alarm.occurrences) == ("active", 8)
+    assert Lock.objects.count() == 1

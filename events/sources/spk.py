@@ -26,6 +26,8 @@ from events.sources.base import (
     secrets_match,
     time_from_iso,
 )
+from portal import domain
+from portal.models import Placement
 
 if TYPE_CHECKING:
     from events.models import Endpoint
@@ -33,8 +35,6 @@ if TYPE_CHECKING:
 NAME = "spk"
 LABEL = "SmartphoneKey"
 
-HANDLERS: dict[str, Any] = {}
-IGNORED: dict[str, str] = {}
 
 # detail-types whose detail fields arrive as JSON text and are stored parsed.
 STRINGIFIED_FIELDS = {
@@ -186,3 +186,55 @@ def sign(endpoint: Endpoint, body: bytes) -> dict[str, str]:
     if endpoint.token_header:
         return {endpoint.token_header: endpoint.secret}
     return {"Authorization": f"Bearer {endpoint.secret}"}
+
+
+# --- handlers: SPK detail-types -> domain verbs -------------------------------------------------
+# SPK severities -> ours; the event's own severity wins over the kind's default.
+ALARM_SEVERITY = {"warning": "major", "critical": "critical"}
+
+
+def _when(event):
+    return event.occurred_at or event.received_at
+
+
+def _partner(event):
+    partner = event.payload["detail"].get("partnerId")
+    return domain.placement(Placement.Kind.SPK_PARTNER, str(partner or "unknown"))
+
+
+def _sensor_alarm(raising: bool):
+    def handle(event):
+        data = event.payload["detail"]["data"]
+        partner = _partner(event)
+        subject = f"spk:device:{data['deviceId']}:{data['alarmType']}"
+        if raising:
+            severity = ALARM_SEVERITY.get(data.get("severity"), "")
+            domain.raise_alarm(
+                data["alarmType"], subject, event, _when(event), site_id=partner.site_id, severity=severity
+            )
+        else:
+            domain.clear_alarm(data["alarmType"], subject, event, _when(event), site_id=partner.site_id)
+
+    return handle
+
+
+def _shadow_update(event):
+    """A device that hasn't applied its desired configuration has a non-empty delta."""
+    detail = event.payload["detail"]
+    partner = _partner(event)
+    subject = f"spk:thing:{detail.get('thingName')}"
+    delta = detail.get("deltaState")
+    if delta:  # a non-empty object, or text that wasn't JSON: either way not in sync
+        domain.raise_alarm("configuration_drift", subject, event, _when(event), site_id=partner.site_id)
+    else:
+        domain.clear_alarm("configuration_drift", subject, event, _when(event), site_id=partner.site_id)
+
+
+HANDLERS: dict[str, Any] = {
+    "AlarmTriggered": _sensor_alarm(raising=True),
+    "AlarmCleared": _sensor_alarm(raising=False),
+    "Shadow Update": _shadow_update,
+}
+# detail-type -> why the portal deliberately does nothing with it. (The remaining SPK types are
+# still to be mapped: they end "unhandled" until then.)
+IGNORED: dict[str, str] = {}
