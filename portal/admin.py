@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 
-from portal.models import Activity, Alarm, Lock, Placement, Site
+from portal.models import AccessGrant, Activity, Alarm, Lock, Placement, Resident, Site
 
 
 @admin.register(Site)
@@ -57,3 +57,23 @@ class AlarmAdmin(ReadOnly):
     list_filter = ["state", "severity", "kind", "site"]
     list_select_related = ["lock", "site"]
     search_fields = ["=subject", "lock__name"]
+
+
+@admin.register(Resident)
+class ResidentAdmin(ReadOnly):
+    list_display = ["__str__", "vendor", "email", "site"]
+    list_filter = ["vendor", "site"]
+    list_select_related = ["site"]
+    search_fields = ["name", "email", "=external_id"]
+
+
+@admin.register(AccessGrant)
+class AccessGrantAdmin(ReadOnly):
+    list_display = ["resident", "lock", "level", "granted_at", "revoked_at", "active"]
+    list_filter = ["level"]
+    list_select_related = ["resident", "lock"]
+    search_fields = ["resident__name", "resident__email", "lock__name"]
+
+    @admin.display(boolean=True)
+    def active(self, obj: AccessGrant) -> bool:
+        return obj.active

@@ -11,7 +11,7 @@ from datetime import datetime
 
 from django.db import IntegrityError, transaction
 
-from portal.models import Activity, Alarm, AlarmOccurrence, Lock, Placement
+from portal.models import AccessGrant, Activity, Alarm, AlarmOccurrence, Lock, Placement, Resident
 
 # kind -> (what a manager reads, default severity). Sites may override severities later.
 ALARM_KINDS: dict[str, tuple[str, str]] = {
@@ -164,3 +164,30 @@ def clear_alarm(kind: str, subject: str, event, at: datetime, *, lock_: Lock | N
         cleared_at=at,
         cleared_by=event,
     )
+
+
+def resident(vendor: str, external_id: str, **fields) -> Resident:
+    """The resident, created on first sight; names and emails given are kept up to date."""
+    found, created = Resident.objects.get_or_create(vendor=vendor, external_id=external_id, defaults=fields)
+    changed = {k: v for k, v in fields.items() if v and getattr(found, k) != v}
+    if changed and not created:
+        Resident.objects.filter(pk=found.pk).update(**changed)
+    return found
+
+
+def grant_access(person: Resident, lock_: Lock, at: datetime, *, level: str = "", granted_by: str = "") -> AccessGrant:
+    grant, _ = AccessGrant.objects.select_for_update().get_or_create(resident=person, lock=lock_)
+    if grant.granted_at is None or at >= grant.granted_at:
+        grant.granted_at = at
+        grant.level = level or grant.level
+        grant.granted_by = granted_by or grant.granted_by
+        grant.save(update_fields=["granted_at", "level", "granted_by"])
+    return grant
+
+
+def revoke_access(person: Resident, lock_: Lock, at: datetime) -> AccessGrant:
+    grant, _ = AccessGrant.objects.select_for_update().get_or_create(resident=person, lock=lock_)
+    if grant.revoked_at is None or at > grant.revoked_at:
+        grant.revoked_at = at
+        grant.save(update_fields=["revoked_at"])
+    return grant

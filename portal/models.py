@@ -160,3 +160,49 @@ class AlarmOccurrence(models.Model):
 
     def __str__(self) -> str:
         return f"{self.alarm} at {self.occurred_at:%Y-%m-%d %H:%M:%S}"
+
+
+class Resident(models.Model):
+    """A person with access somewhere: an SPK user, a PDK person, a Seam ACS user."""
+
+    vendor = models.CharField(max_length=16)
+    external_id = models.CharField(max_length=200)
+    name = models.CharField(max_length=200, blank=True)
+    email = models.CharField(max_length=254, blank=True)
+    site = models.ForeignKey(Site, null=True, blank=True, on_delete=models.SET_NULL, related_name="residents")
+    details = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["name", "external_id"]
+        constraints = [models.UniqueConstraint(fields=["vendor", "external_id"], name="resident_unique_per_vendor")]
+
+    def __str__(self) -> str:
+        return self.name or self.email or f"{self.vendor} {self.external_id}"
+
+
+class AccessGrant(models.Model):
+    """What a resident may open. Active while the latest grant is newer than the latest revoke, so
+    grants and revokes give the same answer in whatever order they arrive."""
+
+    class Level(models.TextChoices):
+        OWNER = "OWNER"
+        ADMIN = "ADMIN"
+        USER = "USER"
+        GUEST = "GUEST"
+
+    resident = models.ForeignKey(Resident, on_delete=models.CASCADE, related_name="grants")
+    lock = models.ForeignKey(Lock, on_delete=models.CASCADE, related_name="grants")
+    level = models.CharField(max_length=8, choices=Level.choices, default=Level.USER)
+    granted_by = models.CharField(max_length=200, blank=True)
+    granted_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["resident", "lock"], name="grant_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.resident} → {self.lock} ({self.level})"
+
+    @property
+    def active(self) -> bool:
+        return self.granted_at is not None and (self.revoked_at is None or self.granted_at > self.revoked_at)

@@ -27,7 +27,7 @@ from events.sources.base import (
     time_from_iso,
 )
 from portal import domain
-from portal.models import Placement
+from portal.models import AccessGrant, Placement
 
 if TYPE_CHECKING:
     from events.models import Endpoint
@@ -230,7 +230,52 @@ def _shadow_update(event):
         domain.clear_alarm("configuration_drift", subject, event, _when(event), site_id=partner.site_id)
 
 
+def _lock(event, uuid_field: str, name_field: str = ""):
+    data = event.payload["detail"]["data"]
+    name = data.get(name_field) if name_field and isinstance(data.get(name_field), str) else ""
+    return domain.lock(NAME, str(data[uuid_field]), name=name, place=_partner(event))
+
+
+def _lock_created(event):
+    data = event.payload["detail"]["data"]
+    lock = _lock(event, "uuid")
+    known = {k: data[k] for k in ("lockId", "serialNumber", "thingName", "ownerId") if data.get(k) is not None}
+    if known.items() - lock.details.items():
+        lock.details = {**lock.details, **known}
+        lock.save(update_fields=["details"])
+
+
+def _person(event, **fields):
+    data = event.payload["detail"]["data"]
+    return domain.resident(NAME, str(data["userId"]), **{k: v for k, v in fields.items() if isinstance(v, str)})
+
+
+def _grant(uuid_field: str, *, level: str = "", name_field: str = ""):
+    def handle(event):
+        data = event.payload["detail"]["data"]
+        person = _person(event, name=data.get("name"), email=data.get("email"))
+        lock = _lock(event, uuid_field, name_field)
+        level_ = data.get("accessLevel") if data.get("accessLevel") in AccessGrant.Level.values else level
+        domain.grant_access(person, lock, _when(event), level=level_, granted_by=str(data.get("grantedBy") or ""))
+
+    return handle
+
+
+def _revoke(uuid_field: str):
+    def handle(event):
+        domain.revoke_access(_person(event), _lock(event, uuid_field), _when(event))
+
+    return handle
+
+
 HANDLERS: dict[str, Any] = {
+    "LockCreated": _lock_created,
+    "OwnerSet": _grant("uuid", level="OWNER"),
+    "ResidentAdded": _grant("uuid", level="USER"),
+    "ResidentRemoved": _revoke("uuid"),
+    # Here lockId is the lock's UUID (in lock events it is SPK's number).
+    "AccessibleLockAdded": _grant("lockId", name_field="lockName"),
+    "AccessibleLockRemoved": _revoke("lockId"),
     "AlarmTriggered": _sensor_alarm(raising=True),
     "AlarmCleared": _sensor_alarm(raising=False),
     "Shadow Update": _shadow_update,
