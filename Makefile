@@ -18,6 +18,7 @@ $(BIN)/.installed: requirements.txt
 run: $(BIN)/.installed
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py ensure_admin
+	$(BIN)/python manage.py load_demo --if-empty
 	WEB_CONCURRENCY=$${WEB_CONCURRENCY:-2} $(BIN)/honcho start
 
 ## test: ruff, then the whole suite against PostgreSQL and Redis

@@ -97,3 +97,20 @@ def test_deploy_check_names_quick_start_defaults(settings):
     settings.SECRET_KEY = "a-real-secret-" * 4
     settings.CELERY_BROKER_URL = "redis://127.0.0.1:6379/0"
     assert quick_start_defaults(None) == []
+
+
+def test_demo_fills_an_empty_portal_once():
+    import io
+
+    from django.core.management import call_command
+
+    from tests.vendors import fixture_files
+
+    out = io.StringIO()
+    call_command("load_demo", "--if-empty", stdout=out)
+    samples = sum(len(fixture_files(v)) for v in ("pdk", "spk", "seam"))
+    assert Event.objects.count() == samples
+    assert "70 samples accepted" in out.getvalue()
+
+    call_command("load_demo", "--if-empty", stdout=out)
+    assert Event.objects.count() == samples
