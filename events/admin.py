@@ -9,6 +9,7 @@ from django.utils.html import format_html
 
 from events import processing
 from events.models import Delivery, Endpoint, Event, RejectedRequest
+from portal.admin_base import ReadOnlyAdmin
 
 SECRET_FIELDS = ("secret", "basic_password")
 
@@ -96,18 +97,6 @@ class EndpointAdmin(admin.ModelAdmin):
     @admin.display(description="URL to give the vendor")
     def webhook_url(self, obj: Endpoint) -> str:
         return "(shown once saved)" if obj._state.adding else obj.url
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Inbound records are evidence: nobody edits or adds them by hand."""
-
-    show_full_result_count = False
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 def _pretty(value) -> str:

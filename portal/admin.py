@@ -2,6 +2,7 @@
 
 from django.contrib import admin
 
+from portal.admin_base import ReadOnlyAdmin
 from portal.models import AccessGrant, Activity, Alarm, Lock, Placement, Resident, Site
 
 
@@ -25,18 +26,8 @@ class PlacementAdmin(admin.ModelAdmin):
             obj.locks.update(site=obj.site)  # placing a panel, hub or account re-homes its locks
 
 
-class ReadOnly(admin.ModelAdmin):
-    show_full_result_count = False
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-
 @admin.register(Lock)
-class LockAdmin(ReadOnly):
+class LockAdmin(ReadOnlyAdmin):
     list_display = ["__str__", "vendor", "site", "locked", "door_open", "online", "battery_level", "last_activity_at"]
     list_filter = ["vendor", "site", "online", "locked"]
     list_select_related = ["site"]
@@ -44,7 +35,7 @@ class LockAdmin(ReadOnly):
 
 
 @admin.register(Activity)
-class ActivityAdmin(ReadOnly):
+class ActivityAdmin(ReadOnlyAdmin):
     list_display = ["occurred_at", "lock", "site", "action", "result", "method", "actor"]
     list_filter = ["action", "result", "site", "occurred_at"]
     list_select_related = ["lock", "site"]
@@ -52,7 +43,7 @@ class ActivityAdmin(ReadOnly):
 
 
 @admin.register(Alarm)
-class AlarmAdmin(ReadOnly):
+class AlarmAdmin(ReadOnlyAdmin):
     list_display = ["kind", "severity", "state", "lock", "subject", "site", "occurrences", "raised_at", "cleared_at"]
     list_filter = ["state", "severity", "kind", "site"]
     list_select_related = ["lock", "site"]
@@ -60,7 +51,7 @@ class AlarmAdmin(ReadOnly):
 
 
 @admin.register(Resident)
-class ResidentAdmin(ReadOnly):
+class ResidentAdmin(ReadOnlyAdmin):
     list_display = ["__str__", "vendor", "email", "site"]
     list_filter = ["vendor", "site"]
     list_select_related = ["site"]
@@ -68,7 +59,7 @@ class ResidentAdmin(ReadOnly):
 
 
 @admin.register(AccessGrant)
-class AccessGrantAdmin(ReadOnly):
+class AccessGrantAdmin(ReadOnlyAdmin):
     list_display = ["resident", "lock", "level", "granted_at", "revoked_at", "active"]
     list_filter = ["level"]
     list_select_related = ["resident", "lock"]
