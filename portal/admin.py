@@ -2,6 +2,7 @@
 
 from django.contrib import admin
 
+from portal import domain
 from portal.admin_base import ReadOnlyAdmin
 from portal.models import AccessGrant, Activity, Alarm, Lock, Placement, Resident, Site
 
@@ -23,7 +24,7 @@ class PlacementAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
         if "site" in form.changed_data:
-            obj.locks.update(site=obj.site)  # placing a panel, hub or account re-homes its locks
+            domain.place(obj, obj.site)  # placing a panel, hub or account re-homes its locks
 
 
 @admin.register(Lock)

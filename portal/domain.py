@@ -8,10 +8,27 @@ leaves no active alarm.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TypeVar
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
+from django.utils import timezone
 
-from portal.models import AccessGrant, Activity, Alarm, AlarmOccurrence, Lock, Placement, Resident
+from portal.models import (
+    AccessGrant,
+    Activity,
+    Alarm,
+    AlarmOccurrence,
+    Camera,
+    Credential,
+    Intercom,
+    Lock,
+    LockAlias,
+    Placement,
+    Resident,
+    Site,
+)
+
+Row = TypeVar("Row", bound=models.Model)
 
 # kind -> (what a manager reads, default severity). Sites may override severities later.
 ALARM_KINDS: dict[str, tuple[str, str]] = {
@@ -48,16 +65,29 @@ def placement(kind: str, external_id: str, name: str = "") -> Placement:
     return found
 
 
-def lock(vendor: str, external_id: str, *, name: str = "", place: Placement | None = None) -> Lock:
-    """The lock, created on first sight and row-locked for the rest of the transaction, so events
-    for one lock handled by two workers at once are applied one after the other."""
-    defaults = {"name": name, "placement": place, "site_id": place.site_id if place else None}
+def place(found: Placement, site: Site | None) -> Placement:
+    """Put a panel, hub or account in a building; its locks and equipment move with it."""
+    found.site = site
+    found.save(update_fields=["site"])
+    found.locks.update(site=site)
+    for model in (Camera, Intercom):
+        model.objects.filter(placement=found).update(site=site)
+    return found
+
+
+def _row_locked(model: type[Row], keys: dict, defaults: dict) -> Row:
+    """The row with these keys, created on first sight and row-locked for the rest of the
+    transaction, so events for one thing handled by two workers at once apply one after the other."""
     try:
         with transaction.atomic():
-            Lock.objects.get_or_create(vendor=vendor, external_id=external_id, defaults=defaults)
+            model.objects.get_or_create(**keys, defaults=defaults)
     except IntegrityError:
-        pass  # created by a concurrent worker: ours is the same lock
-    found = Lock.objects.select_for_update().get(vendor=vendor, external_id=external_id)
+        pass  # created by a concurrent worker: ours is the same row
+    return model.objects.select_for_update().get(**keys)
+
+
+def _adopt(found, *, name: str, place: Placement | None) -> None:
+    """Keep the vendor's latest name, and home a thing first seen without a placement."""
     changes = {}
     if name and found.name != name:
         changes["name"] = name
@@ -67,7 +97,82 @@ def lock(vendor: str, external_id: str, *, name: str = "", place: Placement | No
         for field, value in changes.items():
             setattr(found, field, value)
         found.save(update_fields=list(changes))
+
+
+def lock(vendor: str, external_id: str, *, name: str = "", place: Placement | None = None) -> Lock:
+    """The lock (row-locked), found under its current id or an id it had before."""
+    alias = LockAlias.objects.filter(vendor=vendor, external_id=external_id).values_list("lock_id", flat=True).first()
+    if alias is not None:
+        found = Lock.objects.select_for_update().get(pk=alias)
+    else:
+        defaults = {"name": name, "placement": place, "site_id": place.site_id if place else None}
+        found = _row_locked(Lock, {"vendor": vendor, "external_id": external_id}, defaults)
+    _adopt(found, name=name, place=place)
     return found
+
+
+def rename_lock(vendor: str, previous_id: str, new_id: str, at: datetime | None) -> Lock:
+    """The vendor now names this lock differently (SPK LockUuidChanged). The old id stays as an
+    alias; if events under the new id came first, what they created is merged into one lock."""
+    current = lock(vendor, previous_id)
+    if current.external_id == new_id:
+        return current  # already renamed: this event was processed before
+    newer = Lock.objects.select_for_update().filter(vendor=vendor, external_id=new_id).first()
+    if newer is not None:
+        _merge_lock(newer, into=current)
+    LockAlias.objects.get_or_create(
+        vendor=vendor, external_id=current.external_id, defaults={"lock": current, "replaced_at": at}
+    )
+    current.external_id = new_id
+    current.save(update_fields=["external_id"])
+    return current
+
+
+# A lock's state fields, grouped by the "<clock>_as_of" time they move with.
+LOCK_CLOCKS = {
+    "locked": ("locked",),
+    "door_open": ("door_open",),
+    "online": ("online",),
+    "battery": ("battery_level", "battery_status"),
+}
+
+
+def _merge_lock(duplicate: Lock, *, into: Lock) -> None:
+    for model in (Activity, Alarm, Camera, Credential):
+        model.objects.filter(lock=duplicate).update(lock=into)
+    for grant in AccessGrant.objects.filter(lock=duplicate):
+        kept = AccessGrant.objects.filter(lock=into, resident=grant.resident_id).first()
+        if kept is None:
+            AccessGrant.objects.filter(pk=grant.pk).update(lock=into)
+            continue
+        kept.granted_at = max(filter(None, (kept.granted_at, grant.granted_at)), default=None)
+        kept.revoked_at = max(filter(None, (kept.revoked_at, grant.revoked_at)), default=None)
+        kept.save(update_fields=["granted_at", "revoked_at"])
+    LockAlias.objects.filter(lock=duplicate).update(lock=into)
+    for clock, fields in LOCK_CLOCKS.items():
+        at = getattr(duplicate, f"{clock}_as_of")
+        if at is not None:
+            move_forward(into, clock, at, **{f: getattr(duplicate, f) for f in fields})
+    into.details = {**duplicate.details, **into.details}
+    into.last_activity_at = max(filter(None, (into.last_activity_at, duplicate.last_activity_at)), default=None)
+    into.save(update_fields=["details", "last_activity_at"])
+    duplicate.delete()
+
+
+def equipment(model: type[Row], vendor: str, external_id: str, *, name: str = "", place=None) -> Row:
+    """A camera or intercom (row-locked), created on first sight; it inherits its placement's site."""
+    defaults = {"name": name, "placement": place, "site_id": place.site_id if place else None}
+    found = _row_locked(model, {"vendor": vendor, "external_id": external_id}, defaults)
+    _adopt(found, name=name, place=place)
+    return found
+
+
+def keep_details(obj, **values) -> None:
+    """Remember vendor fields on a row's details, saving only when something changed."""
+    values = {k: v for k, v in values.items() if v is not None}
+    if any(obj.details.get(k) != v for k, v in values.items()):
+        obj.details = {**obj.details, **values}
+        obj.save(update_fields=["details"])
 
 
 def move_forward(obj, clock: str, at: datetime | None, **values) -> bool:
@@ -191,3 +296,85 @@ def revoke_access(person: Resident, lock_: Lock, at: datetime) -> AccessGrant:
         grant.revoked_at = at
         grant.save(update_fields=["revoked_at"])
     return grant
+
+
+def set_status(obj, at: datetime | None, status: str, **values) -> bool:
+    """A lifecycle status (claimed, suspended, deleted, …), moved forward in vendor time only."""
+    return move_forward(obj, "status", at, status=status, **values)
+
+
+def issue_credential(
+    vendor: str,
+    kind: str,
+    external_id: str,
+    at: datetime,
+    *,
+    resident_: Resident | None = None,
+    lock_: Lock | None = None,
+    **fields,
+) -> Credential:
+    """A key or credential handed out; later issues refresh its fields, earlier ones don't."""
+    found = _row_locked(Credential, {"vendor": vendor, "kind": kind, "external_id": external_id}, {})
+    if found.issued_at is None or at >= found.issued_at:
+        found.issued_at = at
+        found.resident = resident_ or found.resident
+        found.lock = lock_ or found.lock
+        for field, value in fields.items():
+            if value is not None:
+                setattr(found, field, value)
+        found.save()
+    return found
+
+
+def remove_credential(
+    vendor: str,
+    kind: str,
+    external_id: str,
+    at: datetime,
+    *,
+    resident_: Resident | None = None,
+    lock_: Lock | None = None,
+) -> Credential:
+    """A key or credential taken away; an issue older than this removal doesn't bring it back."""
+    found = _row_locked(Credential, {"vendor": vendor, "kind": kind, "external_id": external_id}, {})
+    if found.removed_at is None or at > found.removed_at:
+        found.removed_at = at
+        found.resident = found.resident or resident_
+        found.lock = found.lock or lock_
+        found.save(update_fields=["removed_at", "resident", "lock"])
+    return found
+
+
+class AlarmStateError(Exception):
+    """A person asked for a transition the alarm's state doesn't allow; the message says why."""
+
+
+def acknowledge_alarm(alarm: Alarm, user, note: str = "") -> Alarm:
+    """Someone has seen it and is on it; the alarm stays open until cleared or resolved."""
+    with transaction.atomic():
+        alarm = Alarm.objects.select_for_update().get(pk=alarm.pk)
+        if alarm.state != Alarm.State.ACTIVE:
+            raise AlarmStateError(f"only active alarms can be acknowledged; this one is {alarm.state}")
+        alarm.state, alarm.acknowledged_at, alarm.acknowledged_by = Alarm.State.ACKNOWLEDGED, timezone.now(), user
+        alarm.note = _append_note(alarm.note, user, "acknowledged", note)
+        alarm.save(update_fields=["state", "acknowledged_at", "acknowledged_by", "note"])
+    return alarm
+
+
+def resolve_alarm(alarm: Alarm, user, note: str = "") -> Alarm:
+    """A person closes an open alarm (kinds with no clearing event, or handled on site)."""
+    with transaction.atomic():
+        alarm = Alarm.objects.select_for_update().get(pk=alarm.pk)
+        if alarm.state not in Alarm.OPEN_STATES:
+            raise AlarmStateError(f"only open alarms can be resolved; this one is {alarm.state}")
+        alarm.state, alarm.resolved_at, alarm.resolved_by = Alarm.State.RESOLVED, timezone.now(), user
+        alarm.note = _append_note(alarm.note, user, "resolved", note)
+        alarm.save(update_fields=["state", "resolved_at", "resolved_by", "note"])
+    return alarm
+
+
+def _append_note(existing: str, user, verb: str, note: str) -> str:
+    if not note.strip():
+        return existing
+    line = f"{timezone.now():%Y-%m-%d %H:%M} {user} {verb}: {note.strip()}"
+    return f"{existing}\n{line}" if existing else line

@@ -2,6 +2,7 @@
 
 import zoneinfo
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
@@ -47,6 +48,9 @@ class Placement(models.Model):
     site = models.ForeignKey(Site, null=True, blank=True, on_delete=models.SET_NULL, related_name="placements")
     online = models.BooleanField(null=True)
     online_as_of = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=40, blank=True, help_text="Lifecycle: claimed, suspended, deleted, …")
+    status_as_of = models.DateTimeField(null=True, blank=True)
+    details = models.JSONField(default=dict, blank=True, help_text="Vendor fields kept as reported.")
     first_seen_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -54,6 +58,33 @@ class Placement(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.name or self.external_id}"
+
+
+class PlacementKindManager(models.Manager):
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind
+
+    def get_queryset(self):
+        return super().get_queryset().filter(kind=self.kind)
+
+
+class Panel(Placement):
+    """A PDK cloud node (panel): its online state, power readings and doors."""
+
+    objects = PlacementKindManager(Placement.Kind.PDK_PANEL)
+
+    class Meta:
+        proxy = True
+
+
+class Hub(Placement):
+    """An SPK hub through its lifecycle: provisioned, claimed, re-claimed, suspended, decommissioned."""
+
+    objects = PlacementKindManager(Placement.Kind.SPK_HUB)
+
+    class Meta:
+        proxy = True
 
 
 class Lock(models.Model):
@@ -77,6 +108,7 @@ class Lock(models.Model):
     battery_status = models.CharField(max_length=16, blank=True)
     battery_as_of = models.DateTimeField(null=True, blank=True)
     last_activity_at = models.DateTimeField(null=True, blank=True)
+    removed_at = models.DateTimeField(null=True, blank=True, help_text="When the vendor reported it deleted.")
     details = models.JSONField(default=dict, blank=True, help_text="Vendor fields kept as reported.")
 
     class Meta:
@@ -87,6 +119,61 @@ class Lock(models.Model):
         return self.name or f"{self.vendor} {self.external_id}"
 
 
+class LockAlias(models.Model):
+    """An id a lock was known by before (SPK LockUuidChanged): late events under it still find it."""
+
+    vendor = models.CharField(max_length=16)
+    external_id = models.CharField(max_length=200)
+    lock = models.ForeignKey(Lock, on_delete=models.CASCADE, related_name="aliases")
+    replaced_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "lock aliases"
+        constraints = [models.UniqueConstraint(fields=["vendor", "external_id"], name="lock_alias_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.external_id} → {self.lock}"
+
+
+class Equipment(models.Model):
+    """What vendors report beside locks; each state field keeps the vendor time it is as of."""
+
+    vendor = models.CharField(max_length=16)
+    external_id = models.CharField(max_length=200)
+    name = models.CharField(max_length=200, blank=True)
+    placement = models.ForeignKey(Placement, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    site = models.ForeignKey(Site, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    status = models.CharField(max_length=40, blank=True, help_text="registered, disabled, deleted, …")
+    status_as_of = models.DateTimeField(null=True, blank=True)
+    details = models.JSONField(default=dict, blank=True, help_text="Vendor fields kept as reported.")
+    first_seen_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        abstract = True
+        ordering = ["site__name", "name"]
+
+    def __str__(self) -> str:
+        return self.name or f"{self.vendor} {self.external_id}"
+
+
+class Camera(Equipment):
+    """An SPK camera (3deye or RTSP), and the lock it watches when linked to one."""
+
+    lock = models.ForeignKey(Lock, null=True, blank=True, on_delete=models.SET_NULL, related_name="cameras")
+
+    class Meta(Equipment.Meta):
+        constraints = [models.UniqueConstraint(fields=["vendor", "external_id"], name="camera_unique_per_vendor")]
+
+
+class Intercom(Equipment):
+    """A PDK intercom."""
+
+    manufacturer = models.CharField(max_length=100, blank=True)
+
+    class Meta(Equipment.Meta):
+        constraints = [models.UniqueConstraint(fields=["vendor", "external_id"], name="intercom_unique_per_vendor")]
+
+
 class Activity(models.Model):
     """One access attempt or door action, whoever the vendor; one row per vendor event."""
 
@@ -94,6 +181,7 @@ class Activity(models.Model):
     occurred_at = models.DateTimeField()
     lock = models.ForeignKey(Lock, null=True, blank=True, on_delete=models.SET_NULL, related_name="activity")
     site = models.ForeignKey(Site, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    resident = models.ForeignKey("Resident", null=True, blank=True, on_delete=models.SET_NULL, related_name="activity")
     action = models.CharField(max_length=40, help_text="request, unlock, lock, door opened, …")
     result = models.CharField(max_length=40, blank=True, help_text="allowed, denied, unknown, …")
     method = models.CharField(max_length=60, blank=True)
@@ -137,6 +225,15 @@ class Alarm(models.Model):
     occurrences = models.PositiveIntegerField(default=0)
     raised_by = models.ForeignKey("events.Event", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     cleared_by = models.ForeignKey("events.Event", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    note = models.TextField(blank=True, help_text="What the people who acknowledged or resolved it wrote.")
 
     class Meta:
         ordering = ["-last_raised_at", "-id"]
@@ -169,7 +266,12 @@ class Resident(models.Model):
     external_id = models.CharField(max_length=200)
     name = models.CharField(max_length=200, blank=True)
     email = models.CharField(max_length=254, blank=True)
+    phone = models.CharField(max_length=40, blank=True)
     site = models.ForeignKey(Site, null=True, blank=True, on_delete=models.SET_NULL, related_name="residents")
+    status = models.CharField(max_length=20, blank=True, help_text="active, suspended, disabled, deleted")
+    status_as_of = models.DateTimeField(null=True, blank=True)
+    active_from = models.DateTimeField(null=True, blank=True, help_text="PDK activeDate.")
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="PDK expireDate.")
     details = models.JSONField(default=dict, blank=True)
 
     class Meta:
@@ -206,3 +308,45 @@ class AccessGrant(models.Model):
     @property
     def active(self) -> bool:
         return self.granted_at is not None and (self.revoked_at is None or self.granted_at > self.revoked_at)
+
+
+class Credential(models.Model):
+    """A key or credential: lock key slots, physical, wallet and temp keys, plates, access codes.
+
+    Active while the latest issue is newer than the latest removal, in whatever order they arrive.
+    """
+
+    class Kind(models.TextChoices):
+        KEY_SLOT = "key_slot", "lock key slot"
+        PHYSICAL_KEY = "physical_key", "physical key"
+        WALLET_KEY = "wallet_key", "wallet key"
+        TEMP_KEY = "temp_key", "temporary key"
+        LICENSE_PLATE = "license_plate", "license plate"
+        ACCESS_CODE = "access_code", "access code"
+        PIN = "pin", "PIN"
+        CARD = "card", "card or mobile credential"
+
+    vendor = models.CharField(max_length=16)
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    external_id = models.CharField(max_length=200)
+    label = models.CharField(max_length=200, blank=True)
+    resident = models.ForeignKey(Resident, null=True, blank=True, on_delete=models.SET_NULL, related_name="credentials")
+    lock = models.ForeignKey(Lock, null=True, blank=True, on_delete=models.SET_NULL, related_name="credentials")
+    status = models.CharField(max_length=40, blank=True, help_text="Vendor state: prepared, set on device, …")
+    status_as_of = models.DateTimeField(null=True, blank=True)
+    valid_from = models.DateTimeField(null=True, blank=True)
+    valid_until = models.DateTimeField(null=True, blank=True)
+    issued_at = models.DateTimeField(null=True, blank=True)
+    removed_at = models.DateTimeField(null=True, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-issued_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["vendor", "kind", "external_id"], name="credential_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.label or self.external_id}"
+
+    @property
+    def active(self) -> bool:
+        return self.issued_at is not None and (self.removed_at is None or self.issued_at > self.removed_at)
