@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
@@ -19,12 +20,14 @@ TRANSIENT_ERRORS = (OperationalError, InterfaceError)
 
 
 def publish(event_ids: list[int]) -> None:
-    """Send one process_event task per id over a single broker connection; raises if it's down."""
-    from events.tasks import process_event
+    """Send tasks for these events over a single broker connection, up to PORTAL_PROCESS_BATCH
+    events per task; raises if the broker is down."""
+    from events.tasks import process_events
 
-    with process_event.app.producer_or_acquire() as producer:
-        for event_id in event_ids:
-            process_event.apply_async((event_id,), producer=producer, retry=False)
+    size = settings.PORTAL_PROCESS_BATCH
+    with process_events.app.producer_or_acquire() as producer:
+        for start in range(0, len(event_ids), size):
+            process_events.apply_async((event_ids[start : start + size],), producer=producer, retry=False)
 
 
 def enqueue(events: QuerySet[Event], limit: int = 500) -> int:
@@ -65,54 +68,87 @@ def requeue_stale(unpublished_after: timedelta, republish_after: timedelta, limi
 
 
 def process(event_id: int) -> str | None:
-    """Run the vendor handler for one event, once. Safe to call twice or concurrently.
+    """Run the vendor handler for one event, once; the status it left the event in, or None."""
+    return process_batch([event_id]).get(event_id)
 
-    Returns the status it left the event in, or None when there was nothing to do.
+
+def process_batch(event_ids: list[int]) -> dict[int, str]:
+    """Run the vendor handlers for these events, each once. Safe to call twice or concurrently.
+
+    One transaction for the batch: one commit instead of one per event. Handlers run optimistically
+    without savepoints (two round trips each saved); if one raises, the batch is rolled back and
+    run again with each handler in its own savepoint, so a bad event fails alone. A transient
+    database error rolls the batch back and is raised for the task to retry.
+    Returns the status each pending event was left in.
     """
+    try:
+        return _process_batch(event_ids, isolate=False)
+    except _HandlerFailed:
+        return _process_batch(event_ids, isolate=True)
+
+
+class _HandlerFailed(Exception):
+    """A handler raised in the optimistic pass: the batch is run again, one savepoint per event."""
+
+
+def _process_batch(event_ids: list[int], *, isolate: bool) -> dict[int, str]:
     with transaction.atomic():
+        events = list(
+            Event.objects.select_for_update()
+            .filter(pk__in=event_ids, status=Event.Status.PENDING)
+            .order_by("pk")
+            .only("pk", "source", "event_type", "payload", "occurred_at", "received_at", "attempts", "status")
+        )
+        finished_at = timezone.now()
+        for event in events:
+            _run_handler(event, isolate=isolate)
+            event.processed_at = finished_at
+        if events:
+            Event.objects.bulk_update(events, ["status", "last_error", "attempts", "processed_at"])
+    return {event.pk: event.status for event in events}
+
+
+def _run_handler(event: Event, *, isolate: bool) -> None:
+    """Decide the event's outcome: processed, failed (with the reason) or unhandled."""
+    event.attempts += 1
+    module = sources.get(event.source)
+    handler = module.HANDLERS.get(event.event_type) if module else None
+    problem = module.validate(event.event_type, event.payload) if module else None
+    if problem:
+        # The vendor's schema says this payload is wrong: visible and replayable, not guessed at.
+        event.status, event.last_error = Event.Status.FAILED, f"invalid payload: {problem}"
+    elif handler is not None:
         try:
-            event = Event.objects.select_for_update().get(pk=event_id)
-        except Event.DoesNotExist:
-            return None
-        if event.status != Event.Status.PENDING:
-            return None  # already done by an earlier delivery of the same task
-        event.attempts += 1
-        module = sources.get(event.source)
-        handler = module.HANDLERS.get(event.event_type) if module else None
-        problem = module.validate(event.event_type, event.payload) if module else None
-        if problem:
-            # The vendor's schema says this payload is wrong: visible and replayable, not guessed at.
-            event.status, event.last_error = Event.Status.FAILED, f"invalid payload: {problem}"
-        elif handler is not None:
-            try:
+            if isolate:
                 with transaction.atomic():
                     handler(event)
-            except TRANSIENT_ERRORS:
-                raise
-            except Exception as exc:  # a bad payload or a bug: visible, replayable, not retried
-                log.warning("event %s (%s %s) failed", event.pk, event.source, event.event_type, exc_info=True)
-                event.status, event.last_error = Event.Status.FAILED, f"{exc.__class__.__name__}: {exc}"[:5000]
             else:
-                event.status, event.last_error = Event.Status.PROCESSED, ""
-        elif module and event.event_type in module.IGNORED:
-            event.status, event.last_error = Event.Status.PROCESSED, ""
+                handler(event)
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception as exc:  # a bad payload or a bug: visible, replayable, not retried
+            if not isolate:
+                raise _HandlerFailed from exc
+            log.warning("event %s (%s %s) failed", event.pk, event.source, event.event_type, exc_info=True)
+            event.status, event.last_error = Event.Status.FAILED, f"{exc.__class__.__name__}: {exc}"[:5000]
         else:
-            event.status = Event.Status.UNHANDLED
-            event.last_error = f"no handler for {event.source} event type {event.event_type!r}"
-        event.processed_at = timezone.now()
-        event.save(update_fields=["status", "last_error", "attempts", "processed_at"])
-        return event.status
+            event.status, event.last_error = Event.Status.PROCESSED, ""
+    elif module and event.event_type in module.IGNORED:
+        event.status, event.last_error = Event.Status.PROCESSED, ""
+    else:
+        event.status = Event.Status.UNHANDLED
+        event.last_error = f"no handler for {event.source} event type {event.event_type!r}"
 
 
-def note_transient_failure(event_id: int, exc: Exception, *, final: bool) -> None:
+def note_transient_failure(event_ids: list[int], exc: Exception, *, final: bool) -> None:
     """Keep the attempt visible although its transaction rolled back; give up after the last one."""
     changes = {"attempts": F("attempts") + 1, "last_error": f"{exc.__class__.__name__}: {exc}"[:5000]}
     if final:
         changes |= {"status": Event.Status.FAILED, "processed_at": timezone.now()}
     try:
-        Event.objects.filter(pk=event_id, status=Event.Status.PENDING).update(**changes)
+        Event.objects.filter(pk__in=event_ids, status=Event.Status.PENDING).update(**changes)
     except TRANSIENT_ERRORS:
-        log.warning("could not record the failed attempt on event %s", event_id)
+        log.warning("could not record the failed attempt on events %s", event_ids)
 
 
 def replay(events: QuerySet[Event]) -> int:

@@ -13,16 +13,22 @@ from events.models import Delivery, RejectedRequest
 
 
 @shared_task(bind=True, max_retries=12)
-def process_event(self, event_id: int) -> str | None:
+def process_events(self, event_ids: list[int]) -> dict[int, str]:
     """acks_late and reject_on_worker_lost come from settings: a task dies with its worker, never lost."""
     try:
-        return processing.process(event_id)
+        return processing.process_batch(event_ids)
     except processing.TRANSIENT_ERRORS as exc:
         final = self.request.retries >= self.max_retries
-        processing.note_transient_failure(event_id, exc, final=final)
+        processing.note_transient_failure(event_ids, exc, final=final)
         if final:
-            return "failed"
+            return dict.fromkeys(event_ids, "failed")
         raise self.retry(exc=exc, countdown=min(300, 2 ** (self.request.retries + 1))) from None
+
+
+@shared_task
+def process_event(event_id: int) -> None:
+    """Tasks published before events were processed in batches still run."""
+    process_events.delay([event_id])
 
 
 @shared_task

@@ -1,25 +1,104 @@
-"""What building managers see of the building model: sites, placements, locks, activity, alarms."""
+"""What building managers see of the building model: sites, placements, locks, people, activity, alarms."""
 
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.http import urlencode
 
 from portal import domain
 from portal.admin_base import ReadOnlyAdmin
-from portal.models import AccessGrant, Activity, Alarm, Lock, Placement, Resident, Site
+from portal.models import (
+    AccessGrant,
+    Activity,
+    Alarm,
+    Camera,
+    Credential,
+    Hub,
+    Intercom,
+    Lock,
+    Panel,
+    Placement,
+    Resident,
+    Site,
+)
+
+RECENT_ROWS = 20  # rows of activity, alarms, grants or keys shown on a lock's or resident's page
+
+
+def changelist_link(model, text: str, **filters) -> str:
+    url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
+    return format_html('<a href="{}?{}">{}</a>', url, urlencode(filters), text)
+
+
+def change_link(obj, text: str | None = None) -> str:
+    if obj is None:
+        return "—"
+    url = reverse(f"admin:{obj._meta.app_label}_{obj._meta.model_name}_change", args=[obj.pk])
+    return format_html('<a href="{}">{}</a>', url, text or str(obj))
+
+
+def table(headers: list[str], rows: list[tuple]) -> str:
+    """A small read-only table for a change page (rows already escaped or plain values)."""
+    if not rows:
+        return "—"
+    head = format_html_join("", "<th>{}</th>", ((h,) for h in headers))
+    body = format_html_join(
+        "", "<tr>{}</tr>", ((format_html_join("", "<td>{}</td>", ((cell,) for cell in row)),) for row in rows)
+    )
+    return format_html("<table><thead><tr>{}</tr></thead><tbody>{}</tbody></table>", head, body)
+
+
+def when(moment) -> str:
+    return f"{moment:%Y-%m-%d %H:%M:%S}" if moment else "—"
 
 
 @admin.register(Site)
 class SiteAdmin(admin.ModelAdmin):
-    list_display = ["name", "timezone", "created_at"]
+    list_display = ["name", "timezone", "locks", "open_alarms", "created_at"]
     search_fields = ["name"]
+
+    @admin.display(description="locks")
+    def locks(self, obj: Site) -> str:
+        return changelist_link(Lock, "locks", site__id__exact=obj.pk)
+
+    @admin.display(description="alarms")
+    def open_alarms(self, obj: Site) -> str:
+        return changelist_link(Alarm, "open alarms", site__id__exact=obj.pk, state__in="active,acknowledged")
+
+
+class NeedsPlacing(admin.SimpleListFilter):
+    title = "placed"
+    parameter_name = "placed"
+
+    def lookups(self, request, model_admin):
+        return [("no", "Waiting to be placed"), ("yes", "Placed in a site")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("no", "yes"):
+            return queryset.filter(site__isnull=self.value() == "no")
+        return queryset
 
 
 @admin.register(Placement)
 class PlacementAdmin(admin.ModelAdmin):
-    list_display = ["kind", "external_id", "name", "site", "online", "first_seen_at"]
-    list_filter = ["kind", "online", ("site", admin.EmptyFieldListFilter), "site"]
+    """Panels, hubs, organizations and accounts; a superuser places each in a site."""
+
+    list_display = ["kind", "external_id", "name", "site", "placed", "online", "status", "first_seen_at"]
+    list_filter = [NeedsPlacing, "kind", "online", "site"]
     list_select_related = ["site"]
     search_fields = ["=external_id", "name"]
-    readonly_fields = ["kind", "external_id", "online", "online_as_of", "first_seen_at"]
+    readonly_fields = ["kind", "external_id", "online", "online_as_of", "status", "status_as_of", "details"]
+    fields = ["kind", "external_id", "name", "site", *readonly_fields[2:]]
+
+    @admin.display(boolean=True, description="placed")
+    def placed(self, obj: Placement) -> bool:
+        return obj.site_id is not None
+
+    def has_add_permission(self, request):
+        return False  # placements come from vendors' events
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
@@ -27,45 +106,302 @@ class PlacementAdmin(admin.ModelAdmin):
             domain.place(obj, obj.site)  # placing a panel, hub or account re-homes its locks
 
 
+@admin.register(Panel)
+class PanelAdmin(PlacementAdmin):
+    list_display = ["name", "external_id", "site", "online", "online_as_of", "status"]
+    list_filter = [NeedsPlacing, "online", "site"]
+
+
+@admin.register(Hub)
+class HubAdmin(PlacementAdmin):
+    list_display = ["name", "external_id", "site", "status", "status_as_of", "online"]
+    list_filter = [NeedsPlacing, "status", "site"]
+    search_fields = ["=external_id", "name", "details__serial", "details__thingName"]
+
+
+class VendorFilter(admin.SimpleListFilter):
+    """Vendors by their names rather than their codes."""
+
+    title = "vendor"
+    parameter_name = "vendor"
+
+    def lookups(self, request, model_admin):
+        from events import sources
+
+        return sources.CHOICES
+
+    def queryset(self, request, queryset):
+        return queryset.filter(vendor=self.value()) if self.value() else queryset
+
+
 @admin.register(Lock)
 class LockAdmin(ReadOnlyAdmin):
-    list_display = ["__str__", "vendor", "site", "locked", "door_open", "online", "battery_level", "last_activity_at"]
-    list_filter = ["vendor", "site", "online", "locked"]
+    list_display = [
+        "__str__",
+        "vendor",
+        "site",
+        "locked",
+        "door_open",
+        "online",
+        "battery_level",
+        "battery_status",
+        "last_activity_at",
+    ]
+    list_filter = [VendorFilter, "site", "online", "locked", "door_open", "battery_status"]
     list_select_related = ["site"]
-    search_fields = ["name", "=external_id"]
+    search_fields = ["name", "=external_id", "details__serialNumber", "details__thingName", "aliases__external_id"]
+    fieldsets = [
+        (None, {"fields": ["name", "vendor", "external_id", "site", "placement", "removed_at"]}),
+        (
+            "State (each as of the vendor time beside it)",
+            {
+                "fields": [
+                    ("locked", "locked_as_of"),
+                    ("door_open", "door_open_as_of"),
+                    ("online", "online_as_of"),
+                    ("battery_level", "battery_status", "battery_as_of"),
+                    "last_activity_at",
+                ]
+            },
+        ),
+        ("What happened here", {"fields": ["recent_activity", "alarms"]}),
+        ("Vendor fields", {"fields": ["previous_ids", "details"], "classes": ["collapse"]}),
+    ]
+
+    @admin.display(description="recent activity")
+    def recent_activity(self, obj: Lock) -> str:
+        rows = obj.activity.select_related("resident").order_by("-occurred_at", "-id")[:RECENT_ROWS]
+        shown = table(
+            ["when", "action", "result", "method", "who"],
+            [(change_link(a, when(a.occurred_at)), a.action, a.result, a.method, a.resident or a.actor) for a in rows],
+        )
+        return format_html("{}<p>{}</p>", shown, changelist_link(Activity, "All activity here", lock__id__exact=obj.pk))
+
+    @admin.display(description="alarms")
+    def alarms(self, obj: Lock) -> str:
+        rows = obj.alarms.order_by("-last_raised_at", "-id")[:RECENT_ROWS]
+        shown = table(
+            ["kind", "severity", "state", "occurrences", "raised", "cleared"],
+            [
+                (change_link(a, a.kind), a.severity, a.state, a.occurrences, when(a.raised_at), when(a.cleared_at))
+                for a in rows
+            ],
+        )
+        return format_html("{}<p>{}</p>", shown, changelist_link(Alarm, "All alarms here", lock__id__exact=obj.pk))
+
+    @admin.display(description="previous ids")
+    def previous_ids(self, obj: Lock) -> str:
+        return ", ".join(f"{a.external_id} (until {when(a.replaced_at)})" for a in obj.aliases.all()) or "—"
 
 
 @admin.register(Activity)
 class ActivityAdmin(ReadOnlyAdmin):
-    list_display = ["occurred_at", "lock", "site", "action", "result", "method", "actor"]
-    list_filter = ["action", "result", "site", "occurred_at"]
-    list_select_related = ["lock", "site"]
-    search_fields = ["lock__name", "actor"]
+    list_display = ["occurred_at", "lock", "site", "action", "result", "method", "who"]
+    list_filter = ["action", "result", "site", ("occurred_at", admin.DateFieldListFilter)]
+    list_select_related = ["lock", "site", "resident"]
+    search_fields = ["lock__name", "actor", "resident__name", "resident__email"]
+    date_hierarchy = "occurred_at"
+    raw_id_fields = ["event", "lock", "resident"]
+
+    @admin.display(description="who")
+    def who(self, obj: Activity) -> str:
+        return str(obj.resident) if obj.resident_id else obj.actor
+
+
+class AlarmNoteForm(forms.Form):
+    note = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 4, "cols": 60}),
+        help_text="What you found or did; kept on the alarm with your name and the time.",
+    )
 
 
 @admin.register(Alarm)
 class AlarmAdmin(ReadOnlyAdmin):
-    list_display = ["kind", "severity", "state", "lock", "subject", "site", "occurrences", "raised_at", "cleared_at"]
-    list_filter = ["state", "severity", "kind", "site"]
-    list_select_related = ["lock", "site"]
+    list_display = [
+        "kind",
+        "severity",
+        "state",
+        "lock",
+        "site",
+        "occurrences",
+        "raised_at",
+        "last_raised_at",
+        "cleared_at",
+        "acknowledged_by",
+    ]
+    list_filter = ["state", "severity", "kind", "site", ("raised_at", admin.DateFieldListFilter)]
+    list_select_related = ["lock", "site", "acknowledged_by"]
     search_fields = ["=subject", "lock__name"]
+    actions = ["acknowledge", "resolve"]
+    fieldsets = [
+        (None, {"fields": ["kind", "severity", "state", "subject", "lock_link", "site", "occurrences"]}),
+        ("Vendor", {"fields": ["raised_at", "last_raised_at", "raised_by_link", "cleared_at", "cleared_by_link"]}),
+        ("People", {"fields": ["acknowledged_at", "acknowledged_by", "resolved_at", "resolved_by", "note"]}),
+    ]
+
+    @admin.display(description="door or lock")
+    def lock_link(self, obj: Alarm) -> str:
+        return change_link(obj.lock)
+
+    @admin.display(description="raised by")
+    def raised_by_link(self, obj: Alarm) -> str:
+        return change_link(obj.raised_by)
+
+    @admin.display(description="cleared by")
+    def cleared_by_link(self, obj: Alarm) -> str:
+        return change_link(obj.cleared_by)
+
+    def has_change_permission(self, request, obj=None):
+        return request.user.has_perm("portal.change_alarm")  # the actions; fields stay read-only
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f for fieldset in self.fieldsets for f in fieldset[1]["fields"]]
+
+    @admin.action(description="Acknowledge selected alarms (with a note)", permissions=["change"])
+    def acknowledge(self, request, queryset: QuerySet[Alarm]):
+        return self._with_note(request, queryset, "acknowledge", domain.acknowledge_alarm)
+
+    @admin.action(description="Resolve selected alarms (with a note)", permissions=["change"])
+    def resolve(self, request, queryset: QuerySet[Alarm]):
+        return self._with_note(request, queryset, "resolve", domain.resolve_alarm)
+
+    def _with_note(self, request, queryset, action: str, verb):
+        """First ask for the note; then apply the verb to each alarm and say what happened."""
+        form = AlarmNoteForm(request.POST if "apply" in request.POST else None)
+        if form.is_valid():
+            done, refused = 0, []
+            for alarm in queryset:
+                try:
+                    verb(alarm, request.user, form.cleaned_data["note"])
+                    done += 1
+                except domain.AlarmStateError as exc:
+                    refused.append(f"{alarm}: {exc}")
+            if done:
+                self.message_user(request, f"{done} alarm(s) {action}d.", messages.SUCCESS)
+            for problem in refused:
+                self.message_user(request, problem, messages.WARNING)
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"{action.capitalize()} alarms",
+            "action": action,
+            "alarms": queryset.select_related("lock", "site"),
+            "form": form,
+            "opts": self.model._meta,
+            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, "admin/portal/alarm/note_action.html", context)
 
 
 @admin.register(Resident)
 class ResidentAdmin(ReadOnlyAdmin):
-    list_display = ["__str__", "vendor", "email", "site"]
-    list_filter = ["vendor", "site"]
+    list_display = ["__str__", "vendor", "email", "phone", "status", "site"]
+    list_filter = [VendorFilter, "status", "site"]
     list_select_related = ["site"]
-    search_fields = ["name", "email", "=external_id"]
+    search_fields = ["name", "email", "phone", "=external_id"]
+    fieldsets = [
+        (None, {"fields": ["name", "email", "phone", "vendor", "external_id", "site"]}),
+        ("Status", {"fields": [("status", "status_as_of"), ("active_from", "expires_at")]}),
+        ("Access", {"fields": ["access", "keys"]}),
+        ("Vendor fields", {"fields": ["details"], "classes": ["collapse"]}),
+    ]
+
+    @admin.display(description="doors and locks")
+    def access(self, obj: Resident) -> str:
+        grants = obj.grants.select_related("lock").order_by("-granted_at")[:RECENT_ROWS]
+        return table(
+            ["door or lock", "level", "granted", "by", "revoked", "active"],
+            [
+                (change_link(g.lock), g.level, when(g.granted_at), g.granted_by, when(g.revoked_at), yes_no(g.active))
+                for g in grants
+            ],
+        )
+
+    @admin.display(description="keys and credentials")
+    def keys(self, obj: Resident) -> str:
+        credentials = obj.credentials.select_related("lock").order_by("-issued_at", "-id")[:RECENT_ROWS]
+        return table(
+            ["kind", "label", "door or lock", "status", "valid until", "active"],
+            [
+                (
+                    change_link(c, c.get_kind_display()),
+                    c.label or c.external_id,
+                    change_link(c.lock),
+                    c.status,
+                    when(c.valid_until),
+                    yes_no(c.active),
+                )
+                for c in credentials
+            ],
+        )
+
+
+def yes_no(value: bool) -> str:
+    return "yes" if value else "no"
+
+
+class ActiveFilter(admin.SimpleListFilter):
+    """Grants and credentials are active while the latest issue is newer than the latest removal."""
+
+    title = "active"
+    parameter_name = "active"
+    issued, removed = "granted_at", "revoked_at"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Active"), ("no", "Revoked or removed")]
+
+    def queryset(self, request, queryset):
+        from django.db.models import F, Q
+
+        active = Q(**{f"{self.issued}__isnull": False}) & (
+            Q(**{f"{self.removed}__isnull": True}) | Q(**{f"{self.issued}__gt": F(self.removed)})
+        )
+        if self.value() == "yes":
+            return queryset.filter(active)
+        if self.value() == "no":
+            return queryset.exclude(active)
+        return queryset
+
+
+class CredentialActiveFilter(ActiveFilter):
+    issued, removed = "issued_at", "removed_at"
 
 
 @admin.register(AccessGrant)
 class AccessGrantAdmin(ReadOnlyAdmin):
-    list_display = ["resident", "lock", "level", "granted_at", "revoked_at", "active"]
-    list_filter = ["level"]
+    list_display = ["resident", "lock", "level", "granted_by", "granted_at", "revoked_at", "active"]
+    list_filter = [ActiveFilter, "level", "lock__site"]
     list_select_related = ["resident", "lock"]
     search_fields = ["resident__name", "resident__email", "lock__name"]
 
     @admin.display(boolean=True)
     def active(self, obj: AccessGrant) -> bool:
         return obj.active
+
+
+@admin.register(Credential)
+class CredentialAdmin(ReadOnlyAdmin):
+    list_display = ["__str__", "kind", "vendor", "resident", "lock", "status", "issued_at", "removed_at", "active"]
+    list_filter = [CredentialActiveFilter, "kind", VendorFilter, "status"]
+    list_select_related = ["resident", "lock"]
+    search_fields = ["=external_id", "label", "resident__name", "resident__email", "lock__name"]
+
+    @admin.display(boolean=True)
+    def active(self, obj: Credential) -> bool:
+        return obj.active
+
+
+@admin.register(Camera)
+class CameraAdmin(ReadOnlyAdmin):
+    list_display = ["__str__", "vendor", "site", "lock", "status", "status_as_of"]
+    list_filter = [VendorFilter, "status", "site"]
+    list_select_related = ["site", "lock"]
+    search_fields = ["name", "=external_id", "lock__name"]
+
+
+@admin.register(Intercom)
+class IntercomAdmin(ReadOnlyAdmin):
+    list_display = ["__str__", "manufacturer", "site", "status", "status_as_of"]
+    list_filter = ["manufacturer", "status", "site"]
+    list_select_related = ["site"]
+    search_fields = ["name", "=external_id"]

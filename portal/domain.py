@@ -77,13 +77,18 @@ def place(found: Placement, site: Site | None) -> Placement:
 
 def _row_locked(model: type[Row], keys: dict, defaults: dict) -> Row:
     """The row with these keys, created on first sight and row-locked for the rest of the
-    transaction, so events for one thing handled by two workers at once apply one after the other."""
-    try:
-        with transaction.atomic():
-            model.objects.get_or_create(**keys, defaults=defaults)
-    except IntegrityError:
-        pass  # created by a concurrent worker: ours is the same row
-    return model.objects.select_for_update().get(**keys)
+    transaction, so events for one thing handled by two workers at once apply one after the other.
+    One query when the row exists (the usual case)."""
+    rows = model.objects.select_for_update().filter(**keys).order_by("pk")
+    found = rows.first()
+    if found is None:
+        try:
+            with transaction.atomic():
+                model.objects.create(**keys, **defaults)
+        except IntegrityError:
+            pass  # created by a concurrent worker: ours is the same row
+        found = rows.get()
+    return found
 
 
 def _adopt(found, *, name: str, place: Placement | None) -> None:
@@ -101,12 +106,14 @@ def _adopt(found, *, name: str, place: Placement | None) -> None:
 
 def lock(vendor: str, external_id: str, *, name: str = "", place: Placement | None = None) -> Lock:
     """The lock (row-locked), found under its current id or an id it had before."""
-    alias = LockAlias.objects.filter(vendor=vendor, external_id=external_id).values_list("lock_id", flat=True).first()
-    if alias is not None:
-        found = Lock.objects.select_for_update().get(pk=alias)
-    else:
-        defaults = {"name": name, "placement": place, "site_id": place.site_id if place else None}
-        found = _row_locked(Lock, {"vendor": vendor, "external_id": external_id}, defaults)
+    found = Lock.objects.select_for_update().filter(vendor=vendor, external_id=external_id).order_by("pk").first()
+    if found is None:
+        alias = LockAlias.objects.filter(vendor=vendor, external_id=external_id).values_list("lock_id", flat=True)
+        if alias_id := alias.first():
+            found = Lock.objects.select_for_update().get(pk=alias_id)
+        else:
+            defaults = {"name": name, "placement": place, "site_id": place.site_id if place else None}
+            found = _row_locked(Lock, {"vendor": vendor, "external_id": external_id}, defaults)
     _adopt(found, name=name, place=place)
     return found
 
@@ -117,7 +124,7 @@ def rename_lock(vendor: str, previous_id: str, new_id: str, at: datetime | None)
     current = lock(vendor, previous_id)
     if current.external_id == new_id:
         return current  # already renamed: this event was processed before
-    newer = Lock.objects.select_for_update().filter(vendor=vendor, external_id=new_id).first()
+    newer = Lock.objects.select_for_update().filter(vendor=vendor, external_id=new_id).order_by().first()
     if newer is not None:
         _merge_lock(newer, into=current)
     LockAlias.objects.get_or_create(
@@ -188,22 +195,14 @@ def move_forward(obj, clock: str, at: datetime | None, **values) -> bool:
     return True
 
 
-def record_activity(event, lock_: Lock | None, at: datetime, *, action: str, result: str = "", **fields) -> Activity:
-    activity, _ = Activity.objects.get_or_create(
-        event=event,
-        defaults={
-            "occurred_at": at,
-            "lock": lock_,
-            "site_id": lock_.site_id if lock_ else None,
-            "action": action,
-            "result": result,
-            **fields,
-        },
-    )
+def record_activity(event, lock_: Lock | None, at: datetime, *, action: str, result: str = "", **fields) -> None:
+    """One activity row per event (a second call for the same event adds nothing)."""
+    site_id = lock_.site_id if lock_ else fields.pop("site_id", None)
+    row = Activity(event=event, occurred_at=at, lock=lock_, site_id=site_id, action=action, result=result, **fields)
+    Activity.objects.bulk_create([row], ignore_conflicts=True)
     if lock_ and (lock_.last_activity_at is None or at > lock_.last_activity_at):
         lock_.last_activity_at = at
         lock_.save(update_fields=["last_activity_at"])
-    return activity
 
 
 def raise_alarm(
@@ -378,3 +377,117 @@ def _append_note(existing: str, user, verb: str, note: str) -> str:
         return existing
     line = f"{timezone.now():%Y-%m-%d %H:%M} {user} {verb}: {note.strip()}"
     return f"{existing}\n{line}" if existing else line
+
+
+def resident_for_update(vendor: str, external_id: str) -> Resident:
+    """The resident (row-locked), created on first sight: events about one person apply one after
+    the other, and two workers seeing a new person at once make one row, not a failed event."""
+    return _row_locked(Resident, {"vendor": vendor, "external_id": external_id}, {})
+
+
+def _details_time(value) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def keep_reading(obj, at: datetime, *path: str, merge: bool = False, **values) -> bool:
+    """Keep a reading stamped with its vendor time at ``details[path…]`` (a controller's voltage, a
+    door's mode), unless the one kept there is as new or newer: the first of two equal times wins,
+    so replays in another order change nothing.
+
+    With ``merge``, a newer reading updates the fields it names and keeps the others, and an older
+    one only fills fields nobody reported yet (partial updates such as PDK ``newState``).
+    """
+    fresh = type(obj).objects.select_for_update().only("details").get(pk=obj.pk)
+    details = fresh.details if isinstance(fresh.details, dict) else {}
+    parents = [details]
+    for key in path[:-1]:
+        child = parents[-1].get(key)
+        parents.append(child if isinstance(child, dict) else {})
+    kept = parents[-1].get(path[-1])
+    kept = kept if isinstance(kept, dict) else {}
+    kept_at = _details_time(kept.get("as_of"))
+    newer = kept_at is None or at > kept_at
+    if newer:
+        reading = {**(kept if merge else {}), **values, "as_of": at.isoformat()}
+    elif merge:
+        reading = {**values, **kept}
+    else:
+        return False
+    if reading == kept:
+        return False
+    for depth in range(len(path) - 1, -1, -1):
+        reading = {**parents[depth], path[depth]: reading}
+    obj.details = reading
+    type(obj).objects.filter(pk=obj.pk).update(details=reading)
+    return newer
+
+
+def rename(obj, name: str, at: datetime) -> bool:
+    """The vendor's name for a thing, moved forward in vendor time (its as-of kept in details), so
+    a late event carrying an old name does not undo a rename."""
+    if not name or not isinstance(name, str):
+        return False
+    if not keep_reading(obj, at, "name_reported", name=name):
+        return False
+    if obj.name != name:
+        obj.name = name
+        type(obj).objects.filter(pk=obj.pk).update(name=name)
+    return True
+
+
+def lock_presence(lock_: Lock, at: datetime, *, present: bool) -> bool:
+    """The vendor deleted the lock, or created it (again) under the same id. Moves forward in vendor
+    time; a deletion wins a tie with a creation."""
+    kept_at = _details_time(lock_.details.get("presence_as_of")) if isinstance(lock_.details, dict) else None
+    if kept_at is not None and (at < kept_at or (at == kept_at and present)):
+        return False
+    removed_at = None if present else at
+    if lock_.removed_at == removed_at and kept_at == at:
+        return False
+    lock_.removed_at = removed_at
+    lock_.details = {**lock_.details, "presence_as_of": at.isoformat()}
+    lock_.save(update_fields=["removed_at", "details"])
+    return True
+
+
+def move_fields_forward(obj, clock: str, at: datetime, **fields) -> bool:
+    """Set fields of a row that has no ``<clock>_as_of`` column (a credential's label or validity),
+    moving forward in vendor time: the reading kept at ``details[clock]`` says as of when."""
+    reading = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in fields.items()}
+    if not keep_reading(obj, at, clock, **reading):
+        return False
+    changed = {k: v for k, v in fields.items() if getattr(obj, k) != v}
+    if changed:
+        for field, value in changed.items():
+            setattr(obj, field, value)
+        type(obj).objects.filter(pk=obj.pk).update(**changed)
+    return True
+
+
+def credential(vendor: str, kind: str, external_id: str, *, lock_: Lock | None = None) -> Credential:
+    """The credential (row-locked), created on first sight without issuing it: for events that
+    report on a credential (its status, a failure) rather than hand it out or take it away."""
+    found = _row_locked(Credential, {"vendor": vendor, "kind": kind, "external_id": external_id}, {"lock": lock_})
+    if lock_ is not None and found.lock_id is None:
+        found.lock = lock_
+        found.save(update_fields=["lock"])
+    return found
+
+
+def keep_fields(obj, **values) -> bool:
+    """Set model fields whose values the caller has already settled in vendor time (a resident's
+    phone or a camera's lock behind a keep_reading clock, a temp key's window from its merged
+    terms), saving only what changed."""
+    changed = []
+    for name, value in values.items():
+        field = obj._meta.get_field(name)
+        wanted = value.pk if field.is_relation and value is not None else value
+        if getattr(obj, field.attname) != wanted:
+            setattr(obj, name, value)
+            changed.append(name)
+    if changed:
+        obj.save(update_fields=changed)
+    return bool(changed)

@@ -29,6 +29,8 @@ PORTAL_REQUEUE_AFTER_SECONDS = env.int("PORTAL_REQUEUE_AFTER_SECONDS", default=6
 PORTAL_REPUBLISH_AFTER_SECONDS = env.int("PORTAL_REPUBLISH_AFTER_SECONDS", default=900)
 # How often the dispatcher looks for newly committed events.
 PORTAL_DISPATCH_INTERVAL_SECONDS = env.float("PORTAL_DISPATCH_INTERVAL_SECONDS", default=0.2)
+# Events per processing task: one commit per task, so larger batches drain a backlog faster.
+PORTAL_PROCESS_BATCH = env.int("PORTAL_PROCESS_BATCH", default=50)
 # Reverse proxies whose X-Forwarded-For names the real sender (recorded on deliveries).
 PORTAL_TRUSTED_PROXIES = env.list("PORTAL_TRUSTED_PROXIES", default=[])
 # Endpoint settings are cached per process for this long on the ingress hot path.

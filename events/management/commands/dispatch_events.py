@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 
 class Command(BaseCommand):
-    help = "Publish process_event tasks for newly stored events; run one or more next to the workers."
+    help = "Publish processing tasks for newly stored events; run one or more next to the workers."
 
     def add_arguments(self, parser):
         parser.add_argument("--once", action="store_true", help="Publish what is waiting, then exit.")
