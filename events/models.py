@@ -6,6 +6,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from events import sources
 
@@ -23,6 +24,14 @@ class Endpoint(models.Model):
         blank=True,
         help_text="PDK: the subscription's signing secret. Seam: the whsec_… secret. "
         "SPK: the static token (apiKeyHeader or bearerToken).",
+    )
+    # Secret rotation: the replaced secret stays valid until this time, so deliveries the vendor
+    # signed before it learnt the new secret are still accepted.
+    previous_secret = models.CharField(
+        max_length=255, blank=True, help_text="PDK: the secret before the last rotation (write-only)."
+    )
+    previous_secret_expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="PDK: the previous secret is refused from this time on."
     )
     basic_username = models.CharField(max_length=200, blank=True, help_text="PDK: optional Basic user.")
     basic_password = models.CharField(max_length=200, blank=True, help_text="PDK: optional Basic password.")
@@ -52,6 +61,16 @@ class Endpoint(models.Model):
             problems = module.endpoint_problems(self)
             if problems:
                 raise ValidationError(problems)
+
+    def valid_secrets(self, now=None) -> list[str]:
+        """The secrets a delivery may be signed with now: the current one, and the previous one
+        during a rotation's overlap window."""
+        now = now or timezone.now()
+        secrets = [self.secret] if self.secret else []
+        expires = self.previous_secret_expires_at
+        if self.previous_secret and expires is not None and expires > now:
+            secrets.append(self.previous_secret)
+        return secrets
 
     @property
     def path(self) -> str:

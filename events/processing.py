@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from datetime import timedelta
 
 from django.conf import settings
@@ -12,6 +13,7 @@ from django.utils import timezone
 
 from events import sources
 from events.models import Event
+from portal import domain
 
 log = logging.getLogger(__name__)
 
@@ -92,25 +94,29 @@ class _HandlerFailed(Exception):
 
 
 def _process_batch(event_ids: list[int], *, isolate: bool) -> dict[int, str]:
-    with transaction.atomic():
+    with transaction.atomic(), domain.unit_of_work():
         events = list(
             Event.objects.select_for_update()
             .filter(pk__in=event_ids, status=Event.Status.PENDING)
             .order_by("pk")
             .only("pk", "source", "event_type", "payload", "occurred_at", "received_at", "attempts", "status")
         )
-        finished_at = timezone.now()
         for event in events:
             _run_handler(event, isolate=isolate)
-            event.processed_at = finished_at
-        if events:
-            Event.objects.bulk_update(events, ["status", "last_error", "attempts", "processed_at"])
+        # One UPDATE per outcome (nearly always just "processed"), not a CASE per row and column.
+        outcomes = defaultdict(list)
+        for event in events:
+            outcomes[event.status, event.last_error].append(event.pk)
+        finished_at = timezone.now()
+        for (status, last_error), ids in outcomes.items():
+            Event.objects.filter(pk__in=ids).update(
+                status=status, last_error=last_error, attempts=F("attempts") + 1, processed_at=finished_at
+            )
     return {event.pk: event.status for event in events}
 
 
 def _run_handler(event: Event, *, isolate: bool) -> None:
     """Decide the event's outcome: processed, failed (with the reason) or unhandled."""
-    event.attempts += 1
     module = sources.get(event.source)
     handler = module.HANDLERS.get(event.event_type) if module else None
     problem = module.validate(event.event_type, event.payload) if module else None
@@ -129,6 +135,7 @@ def _run_handler(event: Event, *, isolate: bool) -> None:
         except Exception as exc:  # a bad payload or a bug: visible, replayable, not retried
             if not isolate:
                 raise _HandlerFailed from exc
+            domain.forget_lookups()
             log.warning("event %s (%s %s) failed", event.pk, event.source, event.event_type, exc_info=True)
             event.status, event.last_error = Event.Status.FAILED, f"{exc.__class__.__name__}: {exc}"[:5000]
         else:

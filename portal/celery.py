@@ -4,6 +4,7 @@ import os
 
 from celery import Celery
 from celery.schedules import crontab
+from django.conf import settings
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
@@ -21,5 +22,9 @@ app.conf.beat_schedule = {
     "prune-old-deliveries": {
         "task": "events.tasks.prune_old_records",
         "schedule": crontab(minute=17, hour=3),
+    },
+    "reconcile-pdk-subscriptions": {
+        "task": "subscriptions.tasks.reconcile_all",
+        "schedule": 60.0 * settings.PORTAL_PDK_RECONCILE_MINUTES,
     },
 }

@@ -7,6 +7,8 @@ leaves no active alarm.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from typing import TypeVar
 
@@ -57,8 +59,34 @@ ALARM_KINDS: dict[str, tuple[str, str]] = {
 SEVERITY_RANK = {Alarm.Severity.MINOR: 0, Alarm.Severity.MAJOR: 1, Alarm.Severity.CRITICAL: 2}
 
 
+# Placements met while processing one batch of events, by (kind, external id): nearly every
+# event names a panel, hub or account, and a batch names few. Only set inside unit_of_work().
+_placements_seen: ContextVar[dict | None] = ContextVar("placements_seen", default=None)
+
+
+@contextmanager
+def unit_of_work():
+    """Events processed together in one transaction share what they looked up."""
+    token = _placements_seen.set({})
+    try:
+        yield
+    finally:
+        _placements_seen.reset(token)
+
+
+def forget_lookups() -> None:
+    """A handler's savepoint was rolled back: what it looked up or created may no longer exist."""
+    if _placements_seen.get() is not None:
+        _placements_seen.set({})
+
+
 def placement(kind: str, external_id: str, name: str = "") -> Placement:
-    found, _ = Placement.objects.get_or_create(kind=kind, external_id=external_id, defaults={"name": name})
+    seen = _placements_seen.get()
+    found = seen.get((kind, external_id)) if seen is not None else None
+    if found is None:
+        found, _ = Placement.objects.get_or_create(kind=kind, external_id=external_id, defaults={"name": name})
+        if seen is not None:
+            seen[kind, external_id] = found
     if name and found.name != name:
         Placement.objects.filter(pk=found.pk).update(name=name)
         found.name = name

@@ -136,7 +136,17 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "events.views.json_exception_handler",
 }
 
-CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+# The shared cache (PDK API tokens live here so every worker uses one token): Redis in production
+# (CACHE_URL, or REDIS_URL when CACHE_URL is unset; django's built-in RedisCache), else per-process memory.
+CACHES = {"default": env.cache("CACHE_URL", default=env("REDIS_URL", default="") or "locmemcache://")}
+
+# PDK subscriptions (subscriptions app): how long a rotated-out secret stays valid at the ingress,
+# how often beat reconciles every connection, and the API client's limits.
+PORTAL_PDK_SUBSCRIPTION_OVERLAP_HOURS = env.float("PORTAL_PDK_SUBSCRIPTION_OVERLAP_HOURS", default=24)
+PORTAL_PDK_RECONCILE_MINUTES = env.float("PORTAL_PDK_RECONCILE_MINUTES", default=10)
+PORTAL_PDK_TIMEOUT_SECONDS = env.float("PORTAL_PDK_TIMEOUT_SECONDS", default=10)
+PORTAL_PDK_MAX_ATTEMPTS = env.int("PORTAL_PDK_MAX_ATTEMPTS", default=4)
+PORTAL_PDK_MAX_BACKOFF_SECONDS = env.float("PORTAL_PDK_MAX_BACKOFF_SECONDS", default=30)
 
 # Celery: the quick start uses kombu's filesystem transport (no server); production uses Redis.
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://")

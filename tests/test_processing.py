@@ -7,6 +7,8 @@ from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from events import processing
@@ -289,3 +291,29 @@ class TestSpkSchemaValidation:
         envelope["detail-type"] = "SomethingNew"
         event_id = post(endpoint_for("spk"), json.dumps(envelope).encode()).json()["event_id"]
         assert processing.process(event_id) == "unhandled"
+
+
+# The statements one event costs once its door, panel and person exist (the usual case), whatever
+# the batch size: benchmarks/bench_process.py prints the same figure per event type.
+STATEMENTS_PER_DOOR_REQUEST = 5  # panel, door (row lock), person, activity, door's last activity
+STATEMENTS_PER_TASK = 4  # begin, lock the events, record their outcome, commit
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("batch", [1, 20])
+def test_queries_per_event_are_bounded_and_do_not_grow_with_the_batch(post, endpoint_for, batch):
+    endpoint = endpoint_for("pdk")
+    template = json.loads(fixture_bytes("pdk", "door.request.allowed.json"))
+
+    def door_request(n: int) -> int:
+        payload = {**template, "id": f"req-{n}", "metadata": {**template["metadata"], "occurred": 1700000000000 + n}}
+        return post(endpoint, json.dumps(payload).encode()).json()["event_id"]
+
+    processing.process(door_request(0))  # first sight of the panel, the door and the person
+    ids = [door_request(n) for n in range(1, batch + 1)]
+
+    with CaptureQueriesContext(connection) as queries:
+        outcome = processing.process_batch(ids)
+
+    assert set(outcome.values()) == {"processed"}
+    assert len(queries) <= STATEMENTS_PER_TASK + STATEMENTS_PER_DOOR_REQUEST * batch

@@ -39,7 +39,10 @@ def authenticate(inbound: Inbound, endpoint: Endpoint) -> None:
         received = inbound.headers.get(SIGNATURE_HEADER)
         if not received:
             raise AuthenticationFailed(f"missing {SIGNATURE_HEADER} header")
-        if not secrets_match(received.strip().lower(), signature(endpoint.secret, inbound.body)):
+        received = received.strip().lower()
+        # During a secret rotation both secrets are valid; every candidate is compared in constant time.
+        matches = [secrets_match(received, signature(secret, inbound.body)) for secret in endpoint.valid_secrets()]
+        if not any(matches):
             raise AuthenticationFailed(f"{SIGNATURE_HEADER} does not match the body")
     if endpoint.basic_username:
         _check_basic(inbound.headers.get("Authorization", ""), endpoint)

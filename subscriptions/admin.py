@@ -1,0 +1,275 @@
+"""What operators see of PDK subscriptions: connections, subscriptions, their sync state, and actions."""
+
+from __future__ import annotations
+
+import json
+
+from django import forms
+from django.contrib import admin, messages
+from django.urls import reverse
+from django.utils.html import format_html
+
+from subscriptions import tasks, topics
+from subscriptions.models import SCOPE_OU, SCOPE_RECURSIVE, PdkConnection, PdkSubscription
+from subscriptions.pdk_client import PdkClient, PdkError
+
+State = PdkSubscription.SyncState
+STATE_COLOURS = {State.IN_SYNC: "#080", State.PENDING_PUSH: "#a60", State.PENDING_DELETE: "#a60"}
+
+
+def _masked(value: str) -> str:
+    return "set" if value else "not set"
+
+
+class PdkConnectionForm(forms.ModelForm):
+    """The client secret is write-only: never rendered; a blank field keeps the stored one."""
+
+    client_secret = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False))
+    accounts_url = forms.URLField(assume_scheme="https", initial="https://accounts.pdk.io")
+
+    class Meta:
+        model = PdkConnection
+        fields = ["name", "org_id", "client_id", "client_secret", "accounts_url", "site"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.editing = self.instance.pk is not None
+        field = self.fields["client_secret"]
+        field.required = not self.editing
+        if self.editing:
+            field.help_text = f"Currently {_masked(self.instance.client_secret)}; leave blank to keep it."
+
+    def _post_clean(self):
+        if self.editing and not self.cleaned_data.get("client_secret"):
+            stored = PdkConnection.objects.filter(pk=self.instance.pk).values_list("client_secret", flat=True).first()
+            self.cleaned_data["client_secret"] = stored or ""
+        super()._post_clean()
+
+
+@admin.register(PdkConnection)
+class PdkConnectionAdmin(admin.ModelAdmin):
+    form = PdkConnectionForm
+    list_display = ["name", "org_id", "site", "accounts_url", "last_reconciled_at", "last_error"]
+    list_select_related = ["site"]
+    search_fields = ["name", "=org_id"]
+    readonly_fields = ["last_reconciled_at", "last_error", "created_at"]
+    actions = ["test_connection", "sync_now"]
+
+    @admin.action(description="Test connection (fetch a token and list hooks)")
+    def test_connection(self, request, queryset):
+        for connection in queryset:
+            message, level = test_connection(connection)
+            self.message_user(request, f"{connection.name}: {message}", level)
+
+    @admin.action(description="Sync now (reconcile with PDK)")
+    def sync_now(self, request, queryset):
+        for connection in queryset:
+            tasks.reconcile_connection.delay(connection.pk)
+        self.message_user(request, f"Reconcile queued for {len(queryset)} connection(s).", messages.SUCCESS)
+
+
+def test_connection(connection: PdkConnection) -> tuple[str, int]:
+    """Fetch a token, then list hooks; the message says which step failed and what PDK said."""
+    client = PdkClient(connection)
+    try:
+        client.forget_token(client.token())  # a fresh token proves the credentials, not the cache
+        client.token()
+    except PdkError as exc:
+        return f"could not get a token: {exc}", messages.ERROR
+    try:
+        hooks = client.list_hooks()
+    except PdkError as exc:
+        return f"token OK, but could not list hooks of organization {connection.org_id}: {exc}", messages.ERROR
+    return f"OK: token fetched, {len(hooks)} hook(s) on PDK.", messages.SUCCESS
+
+
+def _event_choices():
+    return [
+        ("Organization events", [(topic, topic) for topic in sorted(topics.ORGANIZATION_TOPICS)]),
+        ("Panel events", [(topic, topic) for topic in sorted(topics.PANEL_TOPICS)]),
+    ]
+
+
+class ScopeField(forms.CharField):
+    """'ou', 'ouRecursive', or panel ids separated by commas (a list, as PDK takes it)."""
+
+    def prepare_value(self, value):
+        return ", ".join(value) if isinstance(value, list) else value
+
+    def to_python(self, value):
+        text = (super().to_python(value) or "").strip()
+        if text in (SCOPE_OU, SCOPE_RECURSIVE):
+            return text
+        return [panel.strip() for panel in text.split(",") if panel.strip()]
+
+
+class PdkSubscriptionForm(forms.ModelForm):
+    """Url and secret are the portal's own for a managed subscription; the password is write-only."""
+
+    events = forms.MultipleChoiceField(choices=_event_choices, widget=forms.CheckboxSelectMultiple)
+    scope = ScopeField(
+        initial=SCOPE_RECURSIVE,
+        help_text="'ou' (this organization), 'ouRecursive' (and its children), or panel ids separated by commas "
+        "(panel events only).",
+    )
+    auth_password = forms.CharField(
+        label="Authentication password", required=False, widget=forms.PasswordInput(render_value=False)
+    )
+
+    class Meta:
+        model = PdkSubscription
+        fields = [
+            "connection",
+            "name",
+            "events",
+            "scope",
+            "auth_type",
+            "auth_user",
+            "auth_password",
+            "active",
+            "ssl_verification",
+            "secrecy_level",
+            "expires_at",
+        ]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.editing = self.instance.pk is not None
+        # A view-only page (imported hooks) has no form fields at all.
+        if self.editing and "connection" in self.fields:
+            self.fields["connection"].disabled = True
+            password = self.fields["auth_password"]
+            password.help_text = f"Currently {_masked(self.instance.auth_password)}; leave blank to keep it."
+
+    def _post_clean(self):
+        data = self.cleaned_data
+        if data.get("auth_type") == PdkSubscription.AuthType.NONE:
+            data["auth_user"], data["auth_password"] = "", ""
+        elif self.editing and not data.get("auth_password"):
+            stored = PdkSubscription.objects.filter(pk=self.instance.pk).values_list("auth_password", flat=True)
+            data["auth_password"] = stored.first() or ""
+        super()._post_clean()
+
+
+@admin.register(PdkSubscription)
+class PdkSubscriptionAdmin(admin.ModelAdmin):
+    form = PdkSubscriptionForm
+    list_display = ["name", "connection", "managed", "state_badge", "active", "topics", "last_synced_at", "error"]
+    list_filter = ["sync_state", "managed", "active", "connection"]
+    list_select_related = ["connection"]
+    search_fields = ["name", "=remote_id"]
+    show_full_result_count = False
+    actions = ["sync_now", "rotate_secret", "deactivate"]
+    status_fields = [
+        "managed",
+        "url",
+        "secret_status",
+        "endpoint_link",
+        "remote_id",
+        "user_id",
+        "odometer",
+        "state_badge",
+        "last_synced_at",
+        "last_error",
+        "drift_pretty",
+        "drift_detected_at",
+    ]
+    readonly_fields = status_fields
+
+    def get_fieldsets(self, request, obj=None):
+        config = list(self.form.Meta.fields)
+        if obj is not None and not obj.managed:
+            config.remove("auth_password")  # shown read-only here: a password is never shown
+        sections = [(None, {"fields": config})]
+        if obj is not None:
+            sections.append(("PDK and sync", {"fields": self.status_fields}))
+        return sections
+
+    def has_change_permission(self, request, obj=None):
+        # Imported hooks belong to whoever made them in PDK: shown here, edited there.
+        if obj is not None and not obj.managed:
+            return False
+        return super().has_change_permission(request, obj)
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            obj.save_config()
+        else:
+            obj.save_new()
+
+    def delete_model(self, request, obj):
+        obj.request_delete()
+
+    def delete_queryset(self, request, queryset):
+        for subscription in queryset:
+            subscription.request_delete()
+
+    def response_delete(self, request, obj_display, obj_id):
+        self.message_user(request, "The hook is deleted on PDK first; the row goes when PDK confirms.")
+        return super().response_delete(request, obj_display, obj_id)
+
+    @admin.action(description="Sync now")
+    def sync_now(self, request, queryset):
+        connections = set()
+        for subscription in queryset:
+            if subscription.sync_state == State.PENDING_DELETE:
+                tasks.delete_subscription.delay(subscription.pk)
+            elif subscription.managed:
+                tasks.push_subscription.delay(subscription.pk)
+            else:
+                connections.add(subscription.connection_id)
+        for pk in connections:
+            tasks.reconcile_connection.delay(pk)
+        self.message_user(request, f"Sync queued for {len(queryset)} subscription(s).", messages.SUCCESS)
+
+    @admin.action(description="Rotate secret (the old one stays valid for the overlap window)")
+    def rotate_secret(self, request, queryset):
+        done = 0
+        for subscription in queryset:
+            if subscription.managed and subscription.endpoint_id:
+                subscription.rotate_secret()
+                done += 1
+            else:
+                self.message_user(request, f"{subscription}: imported hooks keep their own secret.", messages.WARNING)
+        if done:
+            self.message_user(request, f"New secret generated and being pushed for {done} subscription(s).")
+
+    @admin.action(description="Deactivate")
+    def deactivate(self, request, queryset):
+        done = 0
+        for subscription in queryset.filter(managed=True).exclude(sync_state=State.PENDING_DELETE):
+            subscription.deactivate()
+            done += 1
+        self.message_user(request, f"{done} subscription(s) deactivated; pushing to PDK.", messages.SUCCESS)
+
+    @admin.display(description="sync state", ordering="sync_state")
+    def state_badge(self, obj: PdkSubscription) -> str:
+        colour = STATE_COLOURS.get(obj.sync_state, "#b00")
+        return format_html('<strong style="color:{}">{}</strong>', colour, obj.get_sync_state_display())
+
+    @admin.display(description="events")
+    def topics(self, obj: PdkSubscription) -> str:
+        events = obj.events or []
+        return ", ".join(events[:3]) + (f" (+{len(events) - 3})" if len(events) > 3 else "")
+
+    @admin.display(description="last error")
+    def error(self, obj: PdkSubscription) -> str:
+        return obj.last_error[:120]
+
+    @admin.display(description="secret")
+    def secret_status(self, obj: PdkSubscription) -> str:
+        text = _masked(obj.secret)
+        return text + (" (new secret waiting for PDK to confirm)" if obj.rotation_pending else "")
+
+    @admin.display(description="ingress endpoint")
+    def endpoint_link(self, obj: PdkSubscription) -> str:
+        if not obj.endpoint_id:
+            return "none (not managed by the portal)"
+        url = reverse("admin:events_endpoint_change", args=[obj.endpoint_id])
+        return format_html('<a href="{}">{}</a>', url, obj.endpoint_id)
+
+    @admin.display(description="drift (what PDK had)")
+    def drift_pretty(self, obj: PdkSubscription) -> str:
+        if not obj.drift:
+            return "none"
+        return format_html("<pre style='white-space:pre-wrap'>{}</pre>", json.dumps(obj.drift, indent=2))
