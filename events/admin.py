@@ -7,8 +7,9 @@ from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils.html import format_html
 
-from events import processing
+from events import processing, sources
 from events.models import Delivery, Endpoint, Event, RejectedRequest
+from events.sources.base import InvalidPayload, parse_json_object, redact
 from portal.admin_base import ReadOnlyAdmin
 
 SECRET_FIELDS = ("secret", "basic_password")
@@ -184,11 +185,19 @@ class DeliveryAdmin(ReadOnlyAdmin):
     def headers_pretty(self, obj: Delivery) -> str:
         return _pretty(obj.headers)
 
-    @admin.display(description="body, as received")
+    @admin.display(description="body, as received (secrets redacted)")
     def body_text(self, obj: Delivery) -> str:
-        return format_html(
-            "<pre style='white-space:pre-wrap;max-width:90em'>{}</pre>", bytes(obj.body).decode("utf-8", "replace")
-        )
+        body = bytes(obj.body)
+        module = sources.get(obj.event.source) if obj.event_id else None
+        try:
+            shown = _pretty(redact(parse_json_object(body), module.SECRET_FIELDS)) if module else None
+        except InvalidPayload:
+            shown = None
+        if shown is None:  # not JSON after all: the bytes as text, with no field to redact
+            return format_html(
+                "<pre style='white-space:pre-wrap;max-width:90em'>{}</pre>", body.decode("utf-8", "replace")
+            )
+        return shown
 
 
 @admin.register(RejectedRequest)

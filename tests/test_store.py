@@ -4,6 +4,7 @@ import json
 import threading
 
 import pytest
+from django.urls import reverse
 
 from events.models import Delivery, Event, RejectedRequest
 from tests.helpers import http_post, make_endpoint
@@ -208,3 +209,42 @@ def test_shadow_update_inner_json_never_turns_a_delivery_away(post, endpoint_for
     assert response.status_code == 200, response.json()
     event = Event.objects.get(pk=response.json()["event_id"])
     json.dumps(event.payload)  # what was stored reads back as JSON
+
+
+@pytest.mark.parametrize(
+    ("source", "fixture", "secret"),
+    [
+        ("spk", "RtspCameraRegistered.json", "password"),
+        ("spk", "CameraRegistered.json", "registrationCode"),
+        ("seam", "access_code.code_changed.json", "code"),
+    ],
+)
+def test_secrets_in_payloads_are_redacted_in_the_event_and_the_admin(
+    admin_client, post, endpoint_for, source, fixture, secret
+):
+    body = fixture_bytes(source, fixture)
+    secret_values = set(_values_of(json.loads(body), secret))
+    assert secret_values, f"the fixture carries a {secret}"
+    event_id = post(endpoint_for(source), body).json()["event_id"]
+
+    event = Event.objects.get(pk=event_id)
+    delivery = event.deliveries.get()
+    stored = json.dumps(event.payload)
+    event_page = admin_client.get(reverse("admin:events_event_change", args=[event.pk])).content.decode()
+    delivery_page = admin_client.get(reverse("admin:events_delivery_change", args=[delivery.pk])).content.decode()
+    for value in secret_values:
+        assert value not in stored and value not in event_page and value not in delivery_page
+    assert "[redacted]" in delivery_page
+    assert bytes(delivery.body) == body  # the raw delivery keeps the bytes until it is pruned
+
+
+def _values_of(value, name):
+    if isinstance(value, dict):
+        for key, child in value.items():
+            if key == name and isinstance(child, str):
+                yield child
+            else:
+                yield from _values_of(child, name)
+    elif isinstance(value, list):
+        for child in value:
+            yield from _values_of(child, name)

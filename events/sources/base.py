@@ -197,3 +197,19 @@ def secrets_match(received: str | bytes | None, expected: str | bytes) -> bool:
     if isinstance(expected, str):
         expected = expected.encode("utf-8")
     return hmac.compare_digest(received, expected)
+
+
+REDACTED = "[redacted]"
+
+
+def redact(value: Any, names: frozenset[str]) -> Any:
+    """The value with every field named in ``names`` (at any depth) replaced by "[redacted]".
+
+    For secrets vendors put in event payloads (camera passwords, door PINs): the stored event and
+    the admin never show them; only the raw delivery keeps the bytes, until it is pruned.
+    """
+    if isinstance(value, dict):
+        return {k: REDACTED if k in names and v is not None else redact(v, names) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v, names) for v in value]
+    return value

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 NAME = "pdk"
 LABEL = "ProdataKey"
 SIGNATURE_HEADER = "X-PDK-SIGNATURE"
+SECRET_FIELDS: frozenset[str] = frozenset()  # PDK events carry no secrets
 
 
 def authenticate(inbound: Inbound, endpoint: Endpoint) -> None:

@@ -17,6 +17,7 @@ from events.sources.base import (
     Inbound,
     bounded_key,
     first_time,
+    redact,
     require_string,
     time_from_iso,
     utf8_text,
@@ -29,6 +30,9 @@ if TYPE_CHECKING:
 
 NAME = "seam"
 LABEL = "Seam"
+# Door PINs (access codes, and the from/to of a changed code): stored events and the admin show
+# "[redacted]"; a building manager never reads a resident's PIN.
+SECRET_FIELDS = frozenset({"code"})
 SECRET_PREFIX = "whsec_"
 
 
@@ -90,7 +94,7 @@ def identify(inbound: Inbound) -> IdentifiedEvent:
         event_type=event_type,
         dedup_key=bounded_key(event_id),
         occurred_at=first_time(time_from_iso(payload.get("occurred_at")), time_from_iso(payload.get("created_at"))),
-        payload=payload,
+        payload=redact(payload, SECRET_FIELDS),
         message_id=message_id[:255],
     )
 

@@ -24,6 +24,7 @@ from events.sources.base import (
     first_time,
     optional_id,
     parse_json_value,
+    redact,
     replace_unstorable,
     require_string,
     secrets_match,
@@ -39,6 +40,10 @@ if TYPE_CHECKING:
 NAME = "spk"
 LABEL = "SmartphoneKey"
 
+
+# Fields that carry a secret: RTSP camera credentials, 3deye registration codes, wallet pass URLs
+# (whoever has one can fetch the pass). Stored events and the admin show "[redacted]".
+SECRET_FIELDS = frozenset({"password", "registrationCode", "rtspHash", "passUrl"})
 
 # detail-types whose detail fields arrive as JSON text and are stored parsed.
 STRINGIFIED_FIELDS = {
@@ -92,7 +97,7 @@ def identify(inbound: Inbound) -> IdentifiedEvent:
         # The EventBridge envelope id; the documented Shadow Update sample has none.
         dedup_key=bounded_key(envelope_id) if envelope_id else canonical_sha256(payload),
         occurred_at=first_time(time_from_iso(data.get("timestamp")), time_from_iso(payload.get("time"))),
-        payload=payload,
+        payload=redact(payload, SECRET_FIELDS),
         flags=flags,
     )
 
