@@ -10,7 +10,7 @@ from django.utils.html import format_html
 from events import processing, sources
 from events.models import Delivery, Endpoint, Event, RejectedRequest
 from events.sources.base import InvalidPayload, parse_json_object, redact
-from portal.admin_base import ReadOnlyAdmin
+from portal.admin_base import ReadOnlyAdmin, SiteScopedAdmin, site_filter
 
 SECRET_FIELDS = ("secret", "basic_password")
 
@@ -67,10 +67,10 @@ class EndpointForm(forms.ModelForm):
 
 
 @admin.register(Endpoint)
-class EndpointAdmin(admin.ModelAdmin):
+class EndpointAdmin(SiteScopedAdmin):
     form = EndpointForm
     list_display = ["name", "source", "site", "active", "verification_badge", "webhook_url"]
-    list_filter = ["source", "active", "site"]
+    list_filter = ["source", "active", site_filter()]
     list_select_related = ["site"]
     search_fields = ["name", "=id"]
     readonly_fields = ["webhook_url", "verification_badge", "created_at"]
@@ -109,7 +109,8 @@ def _pretty(value) -> str:
 
 
 @admin.register(Event)
-class EventAdmin(ReadOnlyAdmin):
+class EventAdmin(SiteScopedAdmin, ReadOnlyAdmin):
+    site_paths = ("endpoint__site",)  # an event belongs to the site of the endpoint it came in on
     list_display = ["id", "received_at", "source", "event_type", "status", "attempts", "occurred_at", "endpoint"]
     list_filter = ["source", "status", "received_at", "event_type"]
     list_select_related = ["endpoint"]
@@ -165,7 +166,8 @@ class EventAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(ReadOnlyAdmin):
+class DeliveryAdmin(SiteScopedAdmin, ReadOnlyAdmin):
+    site_paths = ("endpoint__site",)
     list_display = ["id", "received_at", "endpoint", "event_link", "duplicate", "remote_addr"]
     list_filter = ["duplicate", "received_at", "endpoint__source"]
     list_select_related = ["endpoint", "event"]
@@ -201,7 +203,8 @@ class DeliveryAdmin(ReadOnlyAdmin):
 
 
 @admin.register(RejectedRequest)
-class RejectedRequestAdmin(ReadOnlyAdmin):
+class RejectedRequestAdmin(SiteScopedAdmin, ReadOnlyAdmin):
+    site_paths = ("endpoint__site",)
     list_display = ["received_at", "endpoint", "status_code", "reason", "remote_addr"]
     list_filter = ["status_code", "received_at", "endpoint__source"]
     list_select_related = ["endpoint"]

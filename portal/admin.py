@@ -9,7 +9,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
 from portal import domain
-from portal.admin_base import ReadOnlyAdmin
+from portal.admin_base import ReadOnlyAdmin, SiteScopedAdmin, site_filter
 from portal.models import (
     AccessGrant,
     Activity,
@@ -56,7 +56,8 @@ def when(moment) -> str:
 
 
 @admin.register(Site)
-class SiteAdmin(admin.ModelAdmin):
+class SiteAdmin(SiteScopedAdmin):
+    site_paths = ("pk",)
     list_display = ["name", "timezone", "locks", "open_alarms", "created_at"]
     search_fields = ["name"]
 
@@ -83,11 +84,11 @@ class NeedsPlacing(admin.SimpleListFilter):
 
 
 @admin.register(Placement)
-class PlacementAdmin(admin.ModelAdmin):
+class PlacementAdmin(SiteScopedAdmin):
     """Panels, hubs, organizations and accounts; a superuser places each in a site."""
 
     list_display = ["kind", "external_id", "name", "site", "placed", "online", "status", "first_seen_at"]
-    list_filter = [NeedsPlacing, "kind", "online", "site"]
+    list_filter = [NeedsPlacing, "kind", "online", site_filter()]
     list_select_related = ["site"]
     search_fields = ["=external_id", "name"]
     readonly_fields = ["kind", "external_id", "online", "online_as_of", "status", "status_as_of", "details"]
@@ -109,13 +110,13 @@ class PlacementAdmin(admin.ModelAdmin):
 @admin.register(Panel)
 class PanelAdmin(PlacementAdmin):
     list_display = ["name", "external_id", "site", "online", "online_as_of", "status"]
-    list_filter = [NeedsPlacing, "online", "site"]
+    list_filter = [NeedsPlacing, "online", site_filter()]
 
 
 @admin.register(Hub)
 class HubAdmin(PlacementAdmin):
     list_display = ["name", "external_id", "site", "status", "status_as_of", "online"]
-    list_filter = [NeedsPlacing, "status", "site"]
+    list_filter = [NeedsPlacing, "status", site_filter()]
     search_fields = ["=external_id", "name", "details__serial", "details__thingName"]
 
 
@@ -135,7 +136,7 @@ class VendorFilter(admin.SimpleListFilter):
 
 
 @admin.register(Lock)
-class LockAdmin(ReadOnlyAdmin):
+class LockAdmin(SiteScopedAdmin, ReadOnlyAdmin):
     list_display = [
         "__str__",
         "vendor",
@@ -147,7 +148,7 @@ class LockAdmin(ReadOnlyAdmin):
         "battery_status",
         "last_activity_at",
     ]
-    list_filter = [VendorFilter, "site", "online", "locked", "door_open", "battery_status"]
+    list_filter = [VendorFilter, site_filter(), "online", "locked", "door_open", "battery_status"]
     list_select_related = ["site"]
     search_fields = ["name", "=external_id", "details__serialNumber", "details__thingName", "aliases__external_id"]
     fieldsets = [
@@ -195,9 +196,9 @@ class LockAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Activity)
-class ActivityAdmin(ReadOnlyAdmin):
+class ActivityAdmin(SiteScopedAdmin, ReadOnlyAdmin):
     list_display = ["occurred_at", "lock", "site", "action", "result", "method", "who"]
-    list_filter = ["action", "result", "site", ("occurred_at", admin.DateFieldListFilter)]
+    list_filter = ["action", "result", site_filter(), ("occurred_at", admin.DateFieldListFilter)]
     list_select_related = ["lock", "site", "resident"]
     search_fields = ["lock__name", "actor", "resident__name", "resident__email"]
     date_hierarchy = "occurred_at"
@@ -216,7 +217,7 @@ class AlarmNoteForm(forms.Form):
 
 
 @admin.register(Alarm)
-class AlarmAdmin(ReadOnlyAdmin):
+class AlarmAdmin(SiteScopedAdmin, ReadOnlyAdmin):
     list_display = [
         "kind",
         "severity",
@@ -229,7 +230,7 @@ class AlarmAdmin(ReadOnlyAdmin):
         "cleared_at",
         "acknowledged_by",
     ]
-    list_filter = ["state", "severity", "kind", "site", ("raised_at", admin.DateFieldListFilter)]
+    list_filter = ["state", "severity", "kind", site_filter(), ("raised_at", admin.DateFieldListFilter)]
     list_select_related = ["lock", "site", "acknowledged_by"]
     search_fields = ["=subject", "lock__name"]
     actions = ["acknowledge", "resolve"]
@@ -294,9 +295,10 @@ class AlarmAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Resident)
-class ResidentAdmin(ReadOnlyAdmin):
+class ResidentAdmin(SiteScopedAdmin, ReadOnlyAdmin):
+    site_paths = ("site", "grants__lock__site")  # people are seen where they have access
     list_display = ["__str__", "vendor", "email", "phone", "status", "site"]
-    list_filter = [VendorFilter, "status", "site"]
+    list_filter = [VendorFilter, "status", site_filter()]
     list_select_related = ["site"]
     search_fields = ["name", "email", "phone", "=external_id"]
     fieldsets = [
@@ -368,9 +370,10 @@ class CredentialActiveFilter(ActiveFilter):
 
 
 @admin.register(AccessGrant)
-class AccessGrantAdmin(ReadOnlyAdmin):
+class AccessGrantAdmin(SiteScopedAdmin, ReadOnlyAdmin):
+    site_paths = ("lock__site", "resident__site")
     list_display = ["resident", "lock", "level", "granted_by", "granted_at", "revoked_at", "active"]
-    list_filter = [ActiveFilter, "level", "lock__site"]
+    list_filter = [ActiveFilter, "level", site_filter("lock__site")]
     list_select_related = ["resident", "lock"]
     search_fields = ["resident__name", "resident__email", "lock__name"]
 
@@ -380,7 +383,8 @@ class AccessGrantAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Credential)
-class CredentialAdmin(ReadOnlyAdmin):
+class CredentialAdmin(SiteScopedAdmin, ReadOnlyAdmin):
+    site_paths = ("lock__site", "resident__site")
     list_display = ["__str__", "kind", "vendor", "resident", "lock", "status", "issued_at", "removed_at", "active"]
     list_filter = [CredentialActiveFilter, "kind", VendorFilter, "status"]
     list_select_related = ["resident", "lock"]
@@ -392,16 +396,16 @@ class CredentialAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Camera)
-class CameraAdmin(ReadOnlyAdmin):
+class CameraAdmin(SiteScopedAdmin, ReadOnlyAdmin):
     list_display = ["__str__", "vendor", "site", "lock", "status", "status_as_of"]
-    list_filter = [VendorFilter, "status", "site"]
+    list_filter = [VendorFilter, "status", site_filter()]
     list_select_related = ["site", "lock"]
     search_fields = ["name", "=external_id", "lock__name"]
 
 
 @admin.register(Intercom)
-class IntercomAdmin(ReadOnlyAdmin):
+class IntercomAdmin(SiteScopedAdmin, ReadOnlyAdmin):
     list_display = ["__str__", "manufacturer", "site", "status", "status_as_of"]
-    list_filter = ["manufacturer", "status", "site"]
+    list_filter = ["manufacturer", "status", site_filter()]
     list_select_related = ["site"]
     search_fields = ["name", "=external_id"]

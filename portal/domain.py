@@ -100,6 +100,9 @@ def place(found: Placement, site: Site | None) -> Placement:
     found.locks.update(site=site)
     for model in (Camera, Intercom):
         model.objects.filter(placement=found).update(site=site)
+    # What already happened at its doors is seen by that site's managers too.
+    for model in (Activity, Alarm):
+        model.objects.filter(lock__placement=found).update(site=site)
     return found
 
 

@@ -18,6 +18,12 @@ class Site(models.Model):
 
     name = models.CharField(max_length=200, unique=True)
     timezone = models.CharField(max_length=64, default="UTC", validators=[validate_timezone])
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL,
+        blank=True,
+        related_name="sites",
+        help_text="Managers and viewers who see this site (superusers see every site).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

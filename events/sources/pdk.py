@@ -75,10 +75,11 @@ def identify(inbound: Inbound) -> IdentifiedEvent:
     body = payload.get("body") if isinstance(payload.get("body"), dict) else {}
     event_id = optional_id(payload.get("id"))
     if "body" in payload and event_id:
-        # Panel events: the documented samples reuse one id across topics, so the topic and the
-        # occurrence time are part of the identity.
+        # Panel events: the documented samples reuse one id across topics (and panels), so the
+        # topic, the panel and the occurrence time are part of the identity.
         occurred = optional_id(metadata.get("occurred")) or ""
-        dedup_key = bounded_key(f"{topic}:{event_id}:{occurred}")
+        panel = optional_id(payload.get("panelId")) or ""
+        dedup_key = bounded_key(f"{topic}:{panel}:{event_id}:{occurred}")
     else:
         # Organization events and panel.connected/disconnected carry no per-event id.
         dedup_key = canonical_sha256(payload)

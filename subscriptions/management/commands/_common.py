@@ -1,9 +1,5 @@
-"""What the PDK commands share: turning a ValidationError into one readable line per field."""
+"""What the subscription commands share with the portal's: one readable line per invalid field."""
 
-from django.core.exceptions import ValidationError
+from portal.errors import describe
 
-
-def describe(exc: ValidationError) -> str:
-    if hasattr(exc, "error_dict"):
-        return "; ".join(f"{field}: {' '.join(messages)}" for field, messages in exc.message_dict.items())
-    return " ".join(exc.messages)
+__all__ = ["describe"]
