@@ -2,11 +2,12 @@
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import Case, QuerySet, Value, When
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
+from django.utils.timesince import timesince
 
 from portal import domain
 from portal.admin_base import ReadOnlyAdmin, SiteScopedAdmin, site_filter
@@ -14,6 +15,7 @@ from portal.models import (
     AccessGrant,
     Activity,
     Alarm,
+    AlarmOccurrence,
     Camera,
     Credential,
     Hub,
@@ -165,30 +167,52 @@ class LockAdmin(SiteScopedAdmin, ReadOnlyAdmin):
                 ]
             },
         ),
-        ("What happened here", {"fields": ["recent_activity", "alarms"]}),
+        ("What happened here", {"fields": ["open_alarms", "timeline"]}),
         ("Vendor fields", {"fields": ["previous_ids", "details"], "classes": ["collapse"]}),
     ]
 
-    @admin.display(description="recent activity")
-    def recent_activity(self, obj: Lock) -> str:
-        rows = obj.activity.select_related("resident").order_by("-occurred_at", "-id")[:RECENT_ROWS]
+    @admin.display(description="timeline")
+    def timeline(self, obj: Lock) -> str:
+        """Activity, alarms raised and alarms cleared at this door, whatever the vendor, newest first;
+        each row links the vendor event it came from. Three queries, RECENT_ROWS rows each at most."""
+        rows = [
+            (a.occurred_at, f"{a.action} {a.result}".strip(), a.method, a.resident or a.actor, a.event)
+            for a in obj.activity.select_related("resident", "event").order_by("-occurred_at", "-id")[:RECENT_ROWS]
+        ]
+        rows += [
+            (o.occurred_at, f"alarm: {o.alarm.kind} ({o.alarm.severity})", "", "", o.event)
+            for o in AlarmOccurrence.objects.filter(alarm__lock=obj)
+            .select_related("alarm", "event")
+            .order_by("-occurred_at")[:RECENT_ROWS]
+        ]
+        rows += [
+            (a.cleared_at, f"alarm cleared: {a.kind}", "", "", a.cleared_by)
+            for a in obj.alarms.filter(cleared_at__isnull=False, cleared_by__isnull=False)
+            .select_related("cleared_by")
+            .order_by("-cleared_at")[:RECENT_ROWS]
+        ]
+        rows.sort(key=lambda row: row[0], reverse=True)
         shown = table(
-            ["when", "action", "result", "method", "who"],
-            [(change_link(a, when(a.occurred_at)), a.action, a.result, a.method, a.resident or a.actor) for a in rows],
-        )
-        return format_html("{}<p>{}</p>", shown, changelist_link(Activity, "All activity here", lock__id__exact=obj.pk))
-
-    @admin.display(description="alarms")
-    def alarms(self, obj: Lock) -> str:
-        rows = obj.alarms.order_by("-last_raised_at", "-id")[:RECENT_ROWS]
-        shown = table(
-            ["kind", "severity", "state", "occurrences", "raised", "cleared"],
+            ["when", "what", "method", "who", "vendor event"],
             [
-                (change_link(a, a.kind), a.severity, a.state, a.occurrences, when(a.raised_at), when(a.cleared_at))
-                for a in rows
+                (when(at), what, method, who, change_link(event, event.event_type))
+                for at, what, method, who, event in rows[:RECENT_ROWS]
             ],
         )
-        return format_html("{}<p>{}</p>", shown, changelist_link(Alarm, "All alarms here", lock__id__exact=obj.pk))
+        links = format_html(
+            "{} · {}",
+            changelist_link(Activity, "All activity here", lock__id__exact=obj.pk),
+            changelist_link(Alarm, "All alarms here", lock__id__exact=obj.pk),
+        )
+        return format_html("{}<p>{}</p>", shown, links)
+
+    @admin.display(description="open alarms")
+    def open_alarms(self, obj: Lock) -> str:
+        rows = obj.alarms.filter(state__in=Alarm.OPEN_STATES).order_by("-last_raised_at")[:RECENT_ROWS]
+        return table(
+            ["kind", "severity", "state", "occurrences", "raised"],
+            [(change_link(a, a.kind), a.severity, a.state, a.occurrences, when(a.raised_at)) for a in rows],
+        )
 
     @admin.display(description="previous ids")
     def previous_ids(self, obj: Lock) -> str:
@@ -211,34 +235,67 @@ class ActivityAdmin(SiteScopedAdmin, ReadOnlyAdmin):
 
 class AlarmNoteForm(forms.Form):
     note = forms.CharField(
+        required=False,
         widget=forms.Textarea(attrs={"rows": 4, "cols": 60}),
         help_text="What you found or did; kept on the alarm with your name and the time.",
     )
+
+    def __init__(self, *args, note_required: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.note_required = note_required
+
+    def clean_note(self):
+        note = self.cleaned_data["note"].strip()
+        if self.note_required and not note:
+            raise forms.ValidationError("A note is required when a critical alarm is among those selected.")
+        return note
+
+
+# The console's order: open alarms first, the most severe first, then the oldest first.
+STATE_RANK = Case(
+    When(state=Alarm.State.ACTIVE, then=Value(0)),
+    When(state=Alarm.State.ACKNOWLEDGED, then=Value(1)),
+    default=Value(2),
+)
+SEVERITY_RANK = Case(
+    When(severity=Alarm.Severity.CRITICAL, then=Value(0)),
+    When(severity=Alarm.Severity.MAJOR, then=Value(1)),
+    default=Value(2),
+)
 
 
 @admin.register(Alarm)
 class AlarmAdmin(SiteScopedAdmin, ReadOnlyAdmin):
     list_display = [
-        "kind",
+        "kind_name",
         "severity",
         "state",
-        "lock",
         "site",
+        "lock",
         "occurrences",
-        "raised_at",
+        "age",
         "last_raised_at",
         "cleared_at",
         "acknowledged_by",
     ]
+    ordering = [STATE_RANK.asc(), SEVERITY_RANK.asc(), "raised_at", "id"]
     list_filter = ["state", "severity", "kind", site_filter(), ("raised_at", admin.DateFieldListFilter)]
     list_select_related = ["lock", "site", "acknowledged_by"]
     search_fields = ["=subject", "lock__name"]
-    actions = ["acknowledge", "resolve"]
+    actions = ["acknowledge", "resolve", "reopen"]
     fieldsets = [
         (None, {"fields": ["kind", "severity", "state", "subject", "lock_link", "site", "occurrences"]}),
         ("Vendor", {"fields": ["raised_at", "last_raised_at", "raised_by_link", "cleared_at", "cleared_by_link"]}),
         ("People", {"fields": ["acknowledged_at", "acknowledged_by", "resolved_at", "resolved_by", "note"]}),
     ]
+
+    @admin.display(description="kind", ordering="kind")
+    def kind_name(self, obj: Alarm) -> str:
+        return domain.ALARM_KINDS.get(obj.kind, (obj.kind,))[0]
+
+    @admin.display(description="age", ordering="raised_at")
+    def age(self, obj: Alarm) -> str:
+        return timesince(obj.raised_at) if obj.raised_at else "—"
 
     @admin.display(description="door or lock")
     def lock_link(self, obj: Alarm) -> str:
@@ -258,27 +315,36 @@ class AlarmAdmin(SiteScopedAdmin, ReadOnlyAdmin):
     def get_readonly_fields(self, request, obj=None):
         return [f for fieldset in self.fieldsets for f in fieldset[1]["fields"]]
 
-    @admin.action(description="Acknowledge selected alarms (with a note)", permissions=["change"])
+    @admin.action(description="Acknowledge selected alarms", permissions=["change"])
     def acknowledge(self, request, queryset: QuerySet[Alarm]):
         return self._with_note(request, queryset, "acknowledge", domain.acknowledge_alarm)
 
-    @admin.action(description="Resolve selected alarms (with a note)", permissions=["change"])
+    @admin.action(description="Resolve selected alarms", permissions=["change"])
     def resolve(self, request, queryset: QuerySet[Alarm]):
         return self._with_note(request, queryset, "resolve", domain.resolve_alarm)
 
+    @admin.action(description="Reopen selected alarms", permissions=["change"])
+    def reopen(self, request, queryset: QuerySet[Alarm]):
+        return self._with_note(request, queryset, "reopen", domain.reopen_alarm)
+
     def _with_note(self, request, queryset, action: str, verb):
-        """First ask for the note; then apply the verb to each alarm and say what happened."""
-        form = AlarmNoteForm(request.POST if "apply" in request.POST else None)
+        """Ask for a note (required when a critical alarm is selected), then apply the verb to each
+        alarm, record it in the admin's history, and say what happened."""
+        critical = queryset.filter(severity=Alarm.Severity.CRITICAL).exists() and action != "reopen"
+        form = AlarmNoteForm(request.POST if "apply" in request.POST else None, note_required=critical)
         if form.is_valid():
+            note = form.cleaned_data["note"]
             done, refused = 0, []
             for alarm in queryset:
                 try:
-                    verb(alarm, request.user, form.cleaned_data["note"])
-                    done += 1
+                    verb(alarm, request.user, note)
                 except domain.AlarmStateError as exc:
                     refused.append(f"{alarm}: {exc}")
+                    continue
+                done += 1
+                self.log_change(request, alarm, f"{action.capitalize()}d" + (f": {note}" if note else ""))
             if done:
-                self.message_user(request, f"{done} alarm(s) {action}d.", messages.SUCCESS)
+                self.message_user(request, f"{done} alarm(s) {action.rstrip('e')}ed.", messages.SUCCESS)
             for problem in refused:
                 self.message_user(request, problem, messages.WARNING)
             return None
@@ -288,6 +354,7 @@ class AlarmAdmin(SiteScopedAdmin, ReadOnlyAdmin):
             "action": action,
             "alarms": queryset.select_related("lock", "site"),
             "form": form,
+            "note_required": critical,
             "opts": self.model._meta,
             "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
         }

@@ -403,6 +403,25 @@ def resolve_alarm(alarm: Alarm, user, note: str = "") -> Alarm:
     return alarm
 
 
+def reopen_alarm(alarm: Alarm, user, note: str = "") -> Alarm:
+    """A person reopens a resolved or acknowledged alarm: it is active again (unless another alarm
+    of the same kind is already open for the same subject)."""
+    with transaction.atomic():
+        alarm = Alarm.objects.select_for_update().get(pk=alarm.pk)
+        if alarm.state not in (Alarm.State.RESOLVED, Alarm.State.ACKNOWLEDGED):
+            raise AlarmStateError(f"only resolved or acknowledged alarms can be reopened; this one is {alarm.state}")
+        if (
+            alarm.state == Alarm.State.RESOLVED
+            and Alarm.objects.filter(kind=alarm.kind, subject=alarm.subject, state__in=Alarm.OPEN_STATES).exists()
+        ):
+            raise AlarmStateError("another alarm of this kind is already open for the same door or device")
+        alarm.state, alarm.resolved_at, alarm.resolved_by = Alarm.State.ACTIVE, None, None
+        alarm.acknowledged_at = alarm.acknowledged_by = None
+        alarm.note = _append_note(alarm.note, user, "reopened", note or "(no note)")
+        alarm.save(update_fields=["state", "resolved_at", "resolved_by", "acknowledged_at", "acknowledged_by", "note"])
+    return alarm
+
+
 def _append_note(existing: str, user, verb: str, note: str) -> str:
     if not note.strip():
         return existing

@@ -1,6 +1,7 @@
 """The building model in the admin: lists that stay cheap, the lock and resident pages, alarm actions."""
 
 import pytest
+from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission
 from django.core.management import call_command
 from django.db import connection
@@ -10,7 +11,7 @@ from django.urls import reverse
 from events import processing
 from events.models import Event
 from portal import domain
-from portal.models import Alarm, Credential, Lock, Placement, Resident, Site
+from portal.models import Activity, Alarm, Credential, Lock, Placement, Resident, Site
 
 pytestmark = pytest.mark.django_db
 
@@ -198,3 +199,75 @@ def test_credentials_list_filters_active_ones(admin_client):
     )
     response = admin_client.get(changelist("credential"), {"active": "yes"})
     assert list(response.context["cl"].result_list) == [kept]
+
+
+def test_a_note_is_optional_unless_a_critical_alarm_is_selected(admin_client):
+    minor = open_alarm("reader_error", "pdk:reader:1070000")
+    act_on(admin_client, "acknowledge", [minor], apply="Acknowledge", note="")
+    minor.refresh_from_db()
+    assert minor.state == "acknowledged"
+
+    critical = open_alarm("door_forced", "pdk:door:1070000:9")
+    response = act_on(admin_client, "acknowledge", [critical], apply="Acknowledge", note="")
+    assert "A note is required" in response.content.decode()
+    critical.refresh_from_db()
+    assert critical.state == "active"
+
+
+def test_bulk_acknowledge_records_each_in_the_history(admin_client, admin_user):
+    alarms = [open_alarm("door_propped", f"pdk:door:1070000:{door}") for door in (1, 2, 3)]
+    act_on(admin_client, "acknowledge", alarms, apply="Acknowledge", note="Walked the floor")
+    for alarm in alarms:
+        alarm.refresh_from_db()
+        assert alarm.state == "acknowledged"
+        entry = LogEntry.objects.get(object_id=str(alarm.pk), content_type__model="alarm")
+        assert entry.user == admin_user and "Walked the floor" in entry.get_change_message()
+
+
+def test_a_resolved_alarm_can_be_reopened_unless_another_is_open(admin_client):
+    alarm = open_alarm("duress", "pdk:door:1070000:4")
+    act_on(admin_client, "resolve", [alarm], apply="Resolve", note="Checked")
+    act_on(admin_client, "reopen", [alarm], apply="Reopen", note="It happened again")
+    alarm.refresh_from_db()
+    assert alarm.state == "active" and alarm.resolved_at is None
+
+    act_on(admin_client, "resolve", [alarm], apply="Resolve", note="Checked again")
+    newer = open_alarm("duress", "pdk:door:1070000:4", event=_event("newer-duress"))
+    response = act_on(admin_client, "reopen", [alarm], apply="Reopen", note="")
+    assert "already open" in response.content.decode()
+    alarm.refresh_from_db()
+    assert alarm.state == "resolved" and newer.state == "active"
+
+
+def test_the_console_lists_open_alarms_first_most_severe_then_oldest(admin_client):
+    cleared = open_alarm("door_forced", "pdk:door:1:1", event=_event("a", "2026-11-01T08:00Z"))
+    Alarm.objects.filter(pk=cleared.pk).update(state="cleared")
+    minor_old = open_alarm("reader_error", "pdk:reader:1", event=_event("b", "2026-11-01T09:00Z"))
+    critical_new = open_alarm("door_forced", "pdk:door:1:2", event=_event("c", "2026-11-01T12:00Z"))
+    critical_old = open_alarm("duress", "pdk:door:1:3", event=_event("d", "2026-11-01T10:00Z"))
+    shown = list(admin_client.get(changelist("alarm")).context["cl"].result_list)
+    assert shown == [critical_old, critical_new, minor_old, Alarm.objects.get(pk=cleared.pk)]
+
+
+def _event(key: str, at: str = "2026-11-01T10:00Z") -> Event:
+    created = Event.objects.create(source="pdk", event_type="x", dedup_key=key, received_at=at, payload={})
+    return Event.objects.get(pk=created.pk)  # received_at as a datetime
+
+
+def test_lock_page_timeline_mixes_activity_and_alarms_newest_first(admin_client):
+    door = Lock.objects.create(vendor="pdk", external_id="1070000:7", name="Loading dock")
+    request = _event("request", "2026-11-01T09:00Z")
+    Activity.objects.create(
+        event=request, occurred_at=request.received_at, lock=door, action="request", result="allowed"
+    )
+    forced = _event("forced", "2026-11-01T10:00Z")
+    domain.raise_alarm("door_forced", "pdk:door:1070000:7", forced, forced.received_at, lock_=door)
+    cleared = _event("forced-cleared", "2026-11-01T11:00Z")
+    domain.clear_alarm("door_forced", "pdk:door:1070000:7", cleared, cleared.received_at, lock_=door)
+
+    page = admin_client.get(reverse("admin:portal_lock_change", args=[door.pk])).content.decode()
+
+    order = [page.index(text) for text in ("alarm cleared: door_forced", "alarm: door_forced", "request allowed")]
+    assert order == sorted(order)
+    for event in (request, forced, cleared):
+        assert reverse("admin:events_event_change", args=[event.pk]) in page

@@ -29,7 +29,7 @@ def from_iso(value: str) -> datetime:
 def expected_pdk(payload):
     metadata = payload.get("metadata") or {}
     if "body" in payload and payload.get("id"):
-        key = f"{payload['topic']}:{payload['id']}:{metadata.get('occurred', '')}"
+        key = f"{payload['topic']}:{payload['panelId']}:{payload['id']}:{metadata.get('occurred', '')}"
     else:
         key = canonical_digest(payload)
     occurred = metadata.get("occurred") or (payload.get("body") or {}).get("occurred")
