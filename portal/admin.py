@@ -10,7 +10,7 @@ from django.utils.http import urlencode
 from django.utils.timesince import timesince
 
 from portal import domain
-from portal.admin_base import ReadOnlyAdmin, SiteScopedAdmin, site_filter
+from portal.admin_base import CsvExportAdmin, ReadOnlyAdmin, SiteScopedAdmin, site_filter
 from portal.models import (
     AccessGrant,
     Activity,
@@ -220,7 +220,19 @@ class LockAdmin(SiteScopedAdmin, ReadOnlyAdmin):
 
 
 @admin.register(Activity)
-class ActivityAdmin(SiteScopedAdmin, ReadOnlyAdmin):
+class ActivityAdmin(SiteScopedAdmin, CsvExportAdmin, ReadOnlyAdmin):
+    export_columns = [
+        ("occurred at (UTC)", "occurred_at"),
+        ("site", "site__name"),
+        ("door or lock", "lock__name"),
+        ("vendor", "lock__vendor"),
+        ("action", "action"),
+        ("result", "result"),
+        ("method", "method"),
+        ("resident", "resident__name"),
+        ("actor", "actor"),
+        ("event id", "event_id"),
+    ]
     list_display = ["occurred_at", "lock", "site", "action", "result", "method", "who"]
     list_filter = ["action", "result", site_filter(), ("occurred_at", admin.DateFieldListFilter)]
     list_select_related = ["lock", "site", "resident"]
@@ -265,7 +277,24 @@ SEVERITY_RANK = Case(
 
 
 @admin.register(Alarm)
-class AlarmAdmin(SiteScopedAdmin, ReadOnlyAdmin):
+class AlarmAdmin(SiteScopedAdmin, CsvExportAdmin, ReadOnlyAdmin):
+    export_columns = [
+        ("kind", "kind"),
+        ("severity", "severity"),
+        ("state", "state"),
+        ("site", "site__name"),
+        ("door or lock", "lock__name"),
+        ("subject", "subject"),
+        ("occurrences", "occurrences"),
+        ("raised at (UTC)", "raised_at"),
+        ("last raised at (UTC)", "last_raised_at"),
+        ("cleared at (UTC)", "cleared_at"),
+        ("acknowledged by", "acknowledged_by__username"),
+        ("acknowledged at (UTC)", "acknowledged_at"),
+        ("resolved by", "resolved_by__username"),
+        ("resolved at (UTC)", "resolved_at"),
+        ("note", "note"),
+    ]
     list_display = [
         "kind_name",
         "severity",

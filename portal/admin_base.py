@@ -89,3 +89,52 @@ def site_filter(path: str = "site"):
             return queryset.filter(**{f"{path}__id": self.value()}) if self.value() else queryset
 
     return SiteFilter
+
+
+class _Echo:
+    """A file-like object whose write returns the line: lets csv.writer feed a streaming response."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+class CsvExportAdmin(admin.ModelAdmin):
+    """An "Export CSV" link on the list: the rows the list shows (filters, search and site scoping
+    included), every page of them, streamed from a server-side cursor so a million rows never sit
+    in memory.
+
+    ``export_columns``: (header, lookup) pairs read with ``values_list``.
+    """
+
+    export_columns: list[tuple[str, str]] = []
+    change_list_template = "admin/csv_export_change_list.html"
+
+    def get_urls(self):
+        from django.urls import path
+
+        name = f"{self.opts.app_label}_{self.opts.model_name}_export"
+        export = path("export.csv", self.admin_site.admin_view(self.export_csv), name=name)
+        return [export, *super().get_urls()]
+
+    def export_csv(self, request):
+        import csv
+
+        from django.core.exceptions import PermissionDenied
+        from django.http import StreamingHttpResponse
+        from django.utils import timezone
+
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        changelist = self.get_changelist_instance(request)
+        rows = changelist.get_queryset(request).values_list(*(lookup for _, lookup in self.export_columns))
+        writer = csv.writer(_Echo())
+
+        def lines():
+            yield writer.writerow([header for header, _ in self.export_columns])
+            for row in rows.iterator(chunk_size=2000):
+                yield writer.writerow(row)
+
+        response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
+        name = f"{self.opts.verbose_name_plural.replace(' ', '-')}-{timezone.now():%Y%m%d-%H%M}.csv"
+        response["Content-Disposition"] = f'attachment; filename="{name}"'
+        return response
