@@ -1,5 +1,6 @@
 """Staff accounts from the command line: a building manager or a viewer for some sites."""
 
+from django.apps import apps as django_apps
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.contrib.auth.password_validation import validate_password
@@ -47,6 +48,8 @@ class Command(BaseCommand):
         with transaction.atomic():
             user.set_password(password)
             user.save()
+            if not Group.objects.filter(name=role).exists():  # a database flushed since it was migrated
+                roles.ensure_roles(django_apps)
             user.groups.add(Group.objects.get(name=role))
             user.sites.set(found.values())
         self.stdout.write(f"Created {role.lower()} {username!r} for {', '.join(found)}")
