@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/portal
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: run test lint bench-ingest bench-dispatch bench-process clean
+.PHONY: run test lint bench-ingest bench-dispatch bench-process bench-notify clean
 
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,9 @@ bench-dispatch: $(BIN)/.installed
 
 bench-process: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_process.py
+
+bench-notify: $(BIN)/.installed
+	$(BIN)/python benchmarks/bench_notify.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

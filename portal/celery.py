@@ -27,4 +27,12 @@ app.conf.beat_schedule = {
         "task": "subscriptions.tasks.reconcile_all",
         "schedule": 60.0 * settings.PORTAL_PDK_RECONCILE_MINUTES,
     },
+    "send-due-notifications": {
+        "task": "subscriptions.tasks.send_due_notifications",
+        "schedule": settings.PORTAL_NOTIFY_SWEEP_SECONDS,
+    },
+    "send-notification-reminders": {
+        "task": "subscriptions.tasks.send_notification_reminders",
+        "schedule": 60.0,
+    },
 }

@@ -10,6 +10,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime
+from functools import partial
 from typing import TypeVar
 
 from django.db import IntegrityError, models, transaction
@@ -273,6 +274,7 @@ def raise_alarm(
         alarm.severity = severity  # escalates, never calms down by itself
     alarm.save(update_fields=["occurrences", "raised_at", "last_raised_at", "raised_by", "severity"])
     AlarmOccurrence.objects.create(alarm=alarm, event=event, occurred_at=at)
+    _announce(alarm, "raised")
     return alarm
 
 
@@ -288,6 +290,7 @@ def clear_alarm(kind: str, subject: str, event, at: datetime, *, lock_: Lock | N
     if open_alarm and (open_alarm.raised_at is None or open_alarm.raised_at <= at):
         open_alarm.state, open_alarm.cleared_at, open_alarm.cleared_by = Alarm.State.CLEARED, at, event
         open_alarm.save(update_fields=["state", "cleared_at", "cleared_by"])
+        _announce(open_alarm, "cleared")
         return open_alarm
     return Alarm.objects.create(
         kind=kind,
@@ -541,3 +544,11 @@ def keep_fields(obj, **values) -> bool:
     if changed:
         obj.save(update_fields=changed)
     return bool(changed)
+
+
+def _announce(alarm: Alarm, change: str) -> None:
+    """Notification rules hear of a raised or cleared alarm once the batch commits: never for a
+    rolled-back one (or a handler's rolled-back savepoint)."""
+    from subscriptions import notifications  # the building model does not import the app at load time
+
+    transaction.on_commit(partial(notifications.announce, alarm.pk, change, alarm.occurrences))

@@ -159,6 +159,25 @@ PORTAL_PDK_TIMEOUT_SECONDS = env.float("PORTAL_PDK_TIMEOUT_SECONDS", default=10)
 PORTAL_PDK_MAX_ATTEMPTS = env.int("PORTAL_PDK_MAX_ATTEMPTS", default=4)
 PORTAL_PDK_MAX_BACKOFF_SECONDS = env.float("PORTAL_PDK_MAX_BACKOFF_SECONDS", default=30)
 
+# Notifications (subscriptions app). Email goes through Django's email backend: EMAIL_URL
+# (smtp://user:password@host:587 with ?tls=True, or consolemail:// / dummymail://); the quick start
+# prints emails on the console.
+vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="portal@localhost")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+# Seconds between the tries of one notification after the first (Svix's schedule); dead after the last.
+PORTAL_NOTIFY_RETRY_SCHEDULE = [
+    float(s)
+    for s in env.list("PORTAL_NOTIFY_RETRY_SCHEDULE", default=["5", "300", "1800", "7200", "18000", "36000", "36000"])
+]
+# A flapping alarm notifies each rule at most once per window; the next message carries the count.
+PORTAL_NOTIFY_STORM_WINDOW_SECONDS = env.float("PORTAL_NOTIFY_STORM_WINDOW_SECONDS", default=600)
+# A webhook that has failed without a success for this long is disabled and its rule's owner emailed.
+PORTAL_NOTIFY_DISABLE_AFTER_DAYS = env.float("PORTAL_NOTIFY_DISABLE_AFTER_DAYS", default=5)
+PORTAL_NOTIFY_WEBHOOK_TIMEOUT_SECONDS = env.float("PORTAL_NOTIFY_WEBHOOK_TIMEOUT_SECONDS", default=10)
+# How often beat sends the notifications that are due (retries, storm summaries) and the reminders.
+PORTAL_NOTIFY_SWEEP_SECONDS = env.float("PORTAL_NOTIFY_SWEEP_SECONDS", default=5)
+
 # Celery: the quick start uses kombu's filesystem transport (no server); production uses Redis.
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://localhost//")  # a host, or kombu warns
 CELERY_BROKER_TRANSPORT_OPTIONS = {}

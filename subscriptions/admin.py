@@ -273,3 +273,262 @@ class PdkSubscriptionAdmin(admin.ModelAdmin):
         if not obj.drift:
             return "none"
         return format_html("<pre style='white-space:pre-wrap'>{}</pre>", json.dumps(obj.drift, indent=2))
+
+
+# --- Notification rules, notifications and their attempts -----------------------------------------
+
+from subscriptions import notifications  # noqa: E402 (the notification half of this module)
+from subscriptions.models import (  # noqa: E402
+    WEEKDAYS,
+    Notification,
+    NotificationAttempt,
+    NotificationRule,
+    generate_webhook_secret,
+)
+
+
+class CommaListField(forms.CharField):
+    """A list of strings, typed separated by commas."""
+
+    def prepare_value(self, value):
+        return ", ".join(value) if isinstance(value, list) else value
+
+    def to_python(self, value):
+        text = super().to_python(value) or ""
+        return [item.strip() for item in text.split(",") if item.strip()]
+
+
+class NotificationRuleForm(forms.ModelForm):
+    alarm_kinds = forms.MultipleChoiceField(
+        choices=lambda: list(notifications.alarm_kind_names().items()),
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+        help_text="None chosen: any kind (with a minimum severity).",
+    )
+    event_types = CommaListField(
+        required=False, help_text="Vendor event types separated by commas, e.g. door.alarm.forced."
+    )
+    emails = CommaListField(required=False, help_text="Email addresses separated by commas.")
+    quiet_days = forms.TypedMultipleChoiceField(
+        choices=list(enumerate(WEEKDAYS)), coerce=int, widget=forms.CheckboxSelectMultiple, required=False
+    )
+
+    class Meta:
+        model = NotificationRule
+        fields = [
+            "name",
+            "active",
+            "owner",
+            "sites",
+            "alarm_kinds",
+            "min_severity",
+            "event_types",
+            "channel",
+            "emails",
+            "users",
+            "url",
+            "notify_cleared",
+            "repeat_minutes",
+            "quiet_days",
+            "quiet_start",
+            "quiet_end",
+            "critical_in_quiet_hours",
+        ]
+
+    def _post_clean(self):
+        # The model's validation counts the users being chosen here as recipients.
+        self.instance._users_for_validation = list(self.cleaned_data.get("users") or [])
+        super()._post_clean()
+
+
+class AttemptInline(admin.TabularInline):
+    model = NotificationAttempt
+    extra = 0
+    can_delete = False
+    fields = ["number", "at", "duration_ms", "status_code", "error", "response", "succeeded"]
+    readonly_fields = fields
+    ordering = ["number"]
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(NotificationRule)
+class NotificationRuleAdmin(admin.ModelAdmin):
+    form = NotificationRuleForm
+    list_display = ["name", "channel", "active", "triggers", "webhook_state", "created_at"]
+    list_filter = ["channel", "active"]
+    search_fields = ["name"]
+    filter_horizontal = ["sites", "users"]
+    readonly_fields = [
+        "secret_status",
+        "webhook_failing_since",
+        "webhook_last_success_at",
+        "webhook_disabled_at",
+        "webhook_disabled_reason",
+    ]
+    actions = ["rotate_secret", "enable_webhook", "resend_dead"]
+
+    def get_fieldsets(self, request, obj=None):
+        sections = [(None, {"fields": self.form.Meta.fields})]
+        if obj is not None and obj.channel == NotificationRule.Channel.WEBHOOK:
+            sections.append(("Webhook", {"fields": self.readonly_fields}))
+        return sections
+
+    def save_model(self, request, obj, form, change):
+        if not change and obj.owner_id is None:
+            obj.owner = request.user
+        fresh_secret = obj.channel == NotificationRule.Channel.WEBHOOK and not obj.secret
+        if fresh_secret:
+            obj.secret = generate_webhook_secret()
+        if obj.channel != NotificationRule.Channel.WEBHOOK:
+            obj.secret = ""
+        super().save_model(request, obj, form, change)
+        if fresh_secret:
+            self._show_secret(request, obj)
+
+    def _show_secret(self, request, obj):
+        self.message_user(
+            request,
+            f"Signing secret of {obj.name!r}, shown only this once; give it to the receiver: {obj.secret}",
+            messages.WARNING,
+        )
+
+    @admin.action(description="Rotate the webhook secret (shown once)")
+    def rotate_secret(self, request, queryset):
+        for rule in queryset.filter(channel=NotificationRule.Channel.WEBHOOK):
+            rule.secret = generate_webhook_secret()
+            rule.save(update_fields=["secret"])
+            self._show_secret(request, rule)
+
+    @admin.action(description="Enable webhook again")
+    def enable_webhook(self, request, queryset):
+        for rule in queryset:
+            notifications.enable_webhook(rule)
+        self.message_user(request, f"Webhook enabled again for {len(queryset)} rule(s).", messages.SUCCESS)
+
+    @admin.action(description="Resend all dead for this rule")
+    def resend_dead(self, request, queryset):
+        count = notifications.resend(Notification.objects.filter(rule__in=queryset, status=Notification.Status.DEAD))
+        self.message_user(request, f"{count} dead notification(s) queued again.", messages.SUCCESS)
+
+    @admin.display(description="triggers")
+    def triggers(self, obj: NotificationRule) -> str:
+        parts = list(obj.alarm_kinds) + ([f"≥ {obj.min_severity}"] if obj.min_severity else []) + obj.event_types
+        return ", ".join(parts)[:120]
+
+    @admin.display(description="webhook")
+    def webhook_state(self, obj: NotificationRule) -> str:
+        if obj.channel != NotificationRule.Channel.WEBHOOK:
+            return "-"
+        if obj.webhook_disabled_at:
+            return format_html('<strong style="color:#b00">disabled</strong> ({})', obj.webhook_disabled_reason)
+        if obj.webhook_failing_since:
+            return format_html('<span style="color:#a60">failing since {}</span>', obj.webhook_failing_since)
+        return "ok"
+
+    @admin.display(description="secret")
+    def secret_status(self, obj: NotificationRule) -> str:
+        return _masked(obj.secret) + " (write-only: rotate it to see a new one once)"
+
+
+NOTE_COLOURS = {"sent": "#080", "dead": "#b00", "retrying": "#a60", "sending": "#a60"}
+
+
+@admin.register(Notification)
+class NotificationAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "created_at",
+        "rule",
+        "site",
+        "channel",
+        "recipient",
+        "change",
+        "alarm",
+        "status_badge",
+        "attempts",
+        "next_attempt_at",
+        "reason",
+    ]
+    list_filter = ["status", "channel", "rule", "site", ("created_at", admin.DateFieldListFilter)]
+    list_select_related = ["rule", "site", "alarm", "alarm__lock"]
+    search_fields = ["=recipient", "=alarm__id"]
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+    inlines = [AttemptInline]
+    actions = ["resend", "resend_dead_for_rule"]
+    readonly_fields = [
+        "rule",
+        "recipient",
+        "alarm_link",
+        "occurrence",
+        "change",
+        "channel",
+        "site",
+        "status",
+        "reason",
+        "digest",
+        "occurrences",
+        "message_id",
+        "payload_pretty",
+        "attempts",
+        "due_at",
+        "next_attempt_at",
+        "sent_at",
+        "created_at",
+    ]
+    fields = readonly_fields
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.action(description="Resend", permissions=["view"])
+    def resend(self, request, queryset):
+        count = notifications.resend(queryset)
+        self.message_user(request, f"{count} notification(s) queued again.", messages.SUCCESS)
+
+    @admin.action(description="Resend all dead for this rule", permissions=["view"])
+    def resend_dead_for_rule(self, request, queryset):
+        rules = set(queryset.values_list("rule_id", flat=True))
+        count = notifications.resend(Notification.objects.filter(rule__in=rules, status=Notification.Status.DEAD))
+        self.message_user(request, f"{count} dead notification(s) of {len(rules)} rule(s) queued again.")
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: Notification) -> str:
+        return format_html('<strong style="color:{}">{}</strong>', NOTE_COLOURS.get(obj.status, "#555"), obj.status)
+
+    @admin.display(description="alarm")
+    def alarm_link(self, obj: Notification) -> str:
+        url = reverse("admin:portal_alarm_change", args=[obj.alarm_id])
+        return format_html('<a href="{}">{}</a>', url, obj.alarm)
+
+    @admin.display(description="body")
+    def payload_pretty(self, obj: Notification) -> str:
+        if obj.payload is None:
+            return "not built yet (fixed at the first try)"
+        return format_html("<pre style='white-space:pre-wrap'>{}</pre>", json.dumps(obj.payload, indent=2))
+
+
+@admin.register(NotificationAttempt)
+class NotificationAttemptAdmin(admin.ModelAdmin):
+    list_display = ["at", "notification", "number", "status_code", "error", "duration_ms", "succeeded"]
+    list_filter = [
+        "succeeded",
+        "notification__channel",
+        "notification__rule",
+        "notification__site",
+        ("at", admin.DateFieldListFilter),
+    ]
+    list_select_related = ["notification"]
+    show_full_result_count = False
+    readonly_fields = ["notification", "number", "at", "duration_ms", "status_code", "error", "response", "succeeded"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -386,3 +386,148 @@ def _send(task_name: str, pk: int) -> None:
         import logging
 
         logging.getLogger(__name__).warning("could not enqueue %s(%s); reconcile will catch up", task_name, pk)
+
+
+# --- Notification rules: who hears about which alarms, and every message and attempt -----------
+
+
+WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+
+
+def generate_webhook_secret() -> str:
+    """A Standard Webhooks signing secret: ``whsec_`` + base64 of 24 random bytes."""
+    import base64
+
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+class NotificationRule(models.Model):
+    """Which alarms (sites, kinds, severity, event types) reach whom, by email or a signed webhook."""
+
+    class Channel(models.TextChoices):
+        EMAIL = "email"
+        WEBHOOK = "webhook"
+
+    name = models.CharField(max_length=200, unique=True)
+    active = models.BooleanField(default=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Emailed when the rule's webhook is disabled.",
+    )
+    sites = models.ManyToManyField("portal.Site", blank=True, help_text="None chosen: every site.")
+    # Triggers.
+    alarm_kinds = models.JSONField(default=list, blank=True, help_text="None chosen: any kind.")
+    min_severity = models.CharField(
+        "minimum severity",
+        max_length=10,
+        blank=True,
+        choices=[("minor", "minor"), ("major", "major"), ("critical", "critical")],
+    )
+    event_types = models.JSONField(
+        default=list, blank=True, help_text="Vendor event types (e.g. door.alarm.forced) whose alarms notify."
+    )
+    # Channel and recipients.
+    channel = models.CharField(max_length=10, choices=Channel.choices, default=Channel.EMAIL)
+    emails = models.JSONField(default=list, blank=True)
+    users = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="notification_rules")
+    url = models.CharField("webhook URL", max_length=2000, blank=True)
+    secret = models.CharField("webhook secret", max_length=100, blank=True, help_text="Write-only; shown once.")
+    # When.
+    quiet_days = models.JSONField(default=list, blank=True, help_text="Weekdays (0 = Monday) quiet hours apply on.")
+    quiet_start = models.TimeField(null=True, blank=True, help_text="In the site's timezone.")
+    quiet_end = models.TimeField(null=True, blank=True, help_text="Before start: the quiet hours end the next day.")
+    critical_in_quiet_hours = models.BooleanField("critical alarms still go through", default=True)
+    notify_cleared = models.BooleanField("also notify when cleared", default=False)
+    repeat_minutes = models.PositiveIntegerField("repeat every N minutes until acknowledged", null=True, blank=True)
+    # The webhook's health.
+    webhook_failing_since = models.DateTimeField(null=True, blank=True)
+    webhook_last_success_at = models.DateTimeField(null=True, blank=True)
+    webhook_disabled_at = models.DateTimeField(null=True, blank=True)
+    webhook_disabled_reason = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        from subscriptions import notifications
+
+        notifications.validate_rule(self, users=getattr(self, "_users_for_validation", None))
+
+
+class Notification(models.Model):
+    """One message to one recipient about one change of one alarm; sent by its own task."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        SENDING = "sending"
+        RETRYING = "retrying"
+        SENT = "sent"
+        DEAD = "dead"
+        COALESCED = "coalesced", "coalesced (storm control)"
+        SKIPPED = "skipped"
+
+    DUE_STATES = (Status.PENDING, Status.RETRYING)
+
+    rule = models.ForeignKey(NotificationRule, on_delete=models.CASCADE, related_name="notifications")
+    recipient = models.CharField(max_length=254, help_text="An email address, or 'webhook'.")
+    alarm = models.ForeignKey("portal.Alarm", on_delete=models.CASCADE, related_name="notifications")
+    occurrence = models.CharField(max_length=40, help_text="Which change of the alarm: 1, 2, …, cleared, reminder-1, …")
+    change = models.CharField(max_length=16)
+    channel = models.CharField(max_length=10, choices=NotificationRule.Channel.choices)
+    site = models.ForeignKey("portal.Site", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    reason = models.CharField(max_length=300, blank=True, help_text="Why it was skipped, coalesced or dead.")
+    digest = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="coalesced", help_text="Storm summary."
+    )
+    occurrences = models.PositiveIntegerField(default=1, help_text="The occurrence count the message carries.")
+    message_id = models.CharField(max_length=40, blank=True, help_text="webhook-id: the same on every try.")
+    payload = models.JSONField(null=True, blank=True, help_text="The body, fixed at the first try.")
+    attempts = models.PositiveSmallIntegerField(default=0)
+    due_at = models.DateTimeField(help_text="When it was first to go out.")
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["rule", "recipient", "alarm", "occurrence"], name="notification_once")
+        ]
+        indexes = [
+            models.Index(fields=["-created_at", "-id"], name="notification_recent_idx"),
+            models.Index(fields=["status", "next_attempt_at"], name="notification_due_idx"),
+            models.Index(fields=["rule", "recipient", "-due_at"], name="notification_storm_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.change} {self.alarm_id} to {self.recipient}"
+
+
+class NotificationAttempt(models.Model):
+    """One try at sending a notification: when, how long, and what came back."""
+
+    notification = models.ForeignKey(Notification, on_delete=models.CASCADE, related_name="attempt_set")
+    number = models.PositiveSmallIntegerField(help_text="In its series: a resend starts again at 1.")
+    at = models.DateTimeField()
+    duration_ms = models.PositiveIntegerField(default=0)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+    response = models.TextField(blank=True, help_text="The first 2 KB of the answer.")
+    succeeded = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["-at", "-id"], name="attempt_recent_idx")]
+
+    def __str__(self) -> str:
+        return f"try {self.number} of {self.notification_id}"

@@ -1,8 +1,9 @@
-"""Celery tasks of the subscriptions app: push and delete one PDK subscription, reconcile connections."""
+"""Celery tasks of the subscriptions app: PDK subscriptions (push, delete, reconcile) and notifications."""
 
 from __future__ import annotations
 
 from celery import shared_task
+from django.db import transaction
 
 from subscriptions import sync
 from subscriptions.models import PdkConnection
@@ -43,3 +44,46 @@ def reconcile_all() -> int:
     for pk in pks:
         reconcile_connection.delay(pk)
     return len(pks)
+
+
+# --- notifications -------------------------------------------------------------------------------
+
+
+@shared_task
+def fan_out_alarms(changes: list) -> int:
+    """The alarm changes one batch committed: create the notifications the rules call for (one
+    transaction), then publish one task per message."""
+    from subscriptions import notifications
+
+    with transaction.atomic():
+        pks = [
+            pk
+            for alarm_pk, change, occurrences in changes
+            for pk in notifications.fan_out(alarm_pk, change, occurrences)
+        ]
+        notifications.enqueue(pks)
+    return len(pks)
+
+
+@shared_task
+def deliver_notification(pk: int) -> str:
+    """One try at one notification; a failure is scheduled again by the sweep, never by a retry here."""
+    from subscriptions import notifications
+
+    return notifications.deliver(pk)
+
+
+@shared_task
+def send_due_notifications() -> int:
+    """Beat: publish retries and storm summaries whose time has come, and sends whose task was lost."""
+    from subscriptions import notifications
+
+    return notifications.send_due()
+
+
+@shared_task
+def send_notification_reminders() -> int:
+    """Beat: repeat-until-acknowledged."""
+    from subscriptions import notifications
+
+    return notifications.send_reminders()

@@ -1,0 +1,723 @@
+"""Notification fan-out and delivery: matching rules, storm control, quiet hours, email and signed webhooks."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+import zlib
+import zoneinfo
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
+
+import requests
+import standardwebhooks
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.core.mail import EmailMultiAlternatives, send_mail
+from django.core.validators import validate_email
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import timezone
+
+from portal.models import Alarm
+from subscriptions.models import Notification, NotificationAttempt, NotificationRule
+
+log = logging.getLogger(__name__)
+Status = Notification.Status
+SEVERITY_RANK = {"minor": 0, "major": 1, "critical": 2}
+RESPONSE_KEPT = 2048
+STORM_ALARMS = 500  # a subject's alarms storm control looks back over
+
+
+class Clock:
+    """The time every scheduling decision uses (due times, storm windows, quiet hours, the 5 days).
+
+    Production reads the real time; tests move it (``advance``, ``set``) to drive retries, windows
+    and quiet hours without waiting. The webhook-timestamp header always carries the real time:
+    receivers check it against their own clock.
+    """
+
+    def __init__(self):
+        self.frozen: datetime | None = None
+
+    def now(self) -> datetime:
+        return self.frozen or timezone.now()
+
+    def set(self, when: datetime) -> None:
+        """Stop the clock at this time (it moves only with ``advance``)."""
+        self.frozen = when
+
+    def advance(self, delta: timedelta) -> None:
+        self.frozen = self.now() + delta
+
+    def reset(self) -> None:
+        self.frozen = None
+
+
+clock = Clock()
+
+
+# --- validation ---------------------------------------------------------------------------------
+
+
+def alarm_kind_names() -> dict[str, str]:
+    from portal.domain import ALARM_KINDS
+
+    return {kind: label for kind, (label, _) in ALARM_KINDS.items()}
+
+
+def webhook_url_problem(url: str) -> str | None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"The webhook URL must be an http:// or https:// URL; {url!r} is not."
+    portal = urlsplit(settings.PORTAL_PUBLIC_URL)
+
+    def where(p):
+        return (p.hostname or "").lower(), p.port or (443 if p.scheme == "https" else 80)
+
+    if where(parts) == where(portal):
+        return f"The webhook URL points at the portal itself ({settings.PORTAL_PUBLIC_URL})."
+    return None
+
+
+def validate_rule(rule: NotificationRule, users=None) -> None:
+    """Every rule a rule must follow, each on its field. ``users``: the users being set (a form or
+    the command), else the stored ones."""
+    errors: dict[str, list[str]] = {}
+
+    def problem(field: str, message: str) -> None:
+        errors.setdefault(field, []).append(message)
+
+    if users is None:
+        users = list(rule.users.all()) if rule.pk else []
+    kinds = rule.alarm_kinds if isinstance(rule.alarm_kinds, list) else None
+    if kinds is None:
+        problem("alarm_kinds", "Alarm kinds must be a list.")
+    else:
+        unknown = sorted(set(kinds) - set(alarm_kind_names()))
+        if unknown:
+            problem(
+                "alarm_kinds", f"Unknown alarm kinds: {', '.join(unknown)} (known: {', '.join(alarm_kind_names())})."
+            )
+    types = rule.event_types if isinstance(rule.event_types, list) else None
+    if types is None or not all(isinstance(t, str) and t.strip() and " " not in t for t in types):
+        problem("event_types", "Event types must be a list of vendor event types without spaces.")
+    if rule.min_severity and rule.min_severity not in SEVERITY_RANK:
+        problem("min_severity", "Minimum severity must be minor, major or critical.")
+    if not (kinds or rule.min_severity or types):
+        problem("alarm_kinds", "Choose at least one trigger: alarm kinds, a minimum severity or event types.")
+
+    emails = rule.emails if isinstance(rule.emails, list) else None
+    if emails is None:
+        problem("emails", "Emails must be a list of addresses.")
+        emails = []
+    for address in emails:
+        try:
+            validate_email(address)
+        except ValidationError:
+            problem("emails", f"{address!r} is not an email address.")
+    if rule.channel == NotificationRule.Channel.EMAIL:
+        if not emails and not users:
+            problem("emails", "An email rule needs at least one recipient: an email address or a user.")
+        for user in users:
+            if not user.email:
+                problem("users", f"User {user.get_username()!r} has no email address.")
+        if rule.url:
+            problem("url", "Only webhook rules have a URL.")
+    elif rule.channel == NotificationRule.Channel.WEBHOOK:
+        if not rule.url:
+            problem("url", "A webhook rule needs a URL.")
+        elif message := webhook_url_problem(rule.url):
+            problem("url", message)
+        if emails or users:
+            problem("emails", "A webhook rule sends to its URL only; leave emails and users empty.")
+    else:
+        problem("channel", "Channel must be email or webhook.")
+
+    days = rule.quiet_days if isinstance(rule.quiet_days, list) else None
+    if days is None or not all(isinstance(d, int) and 0 <= d <= 6 for d in days):
+        problem("quiet_days", "Quiet days must be weekdays 0 (Monday) to 6 (Sunday).")
+    partial = [rule.quiet_start is None, rule.quiet_end is None]
+    if any(partial) and not all(partial):
+        problem("quiet_end" if partial[1] else "quiet_start", "Quiet hours need both a start and an end.")
+    elif not any(partial) and rule.quiet_start == rule.quiet_end:
+        problem("quiet_end", "Quiet hours must end at another time than they start.")
+    elif not any(partial) and not days:
+        problem("quiet_days", "Choose the days quiet hours apply on.")
+    if rule.repeat_minutes is not None and rule.repeat_minutes < 1:
+        problem("repeat_minutes", "Repeat at least every minute.")
+    if errors:
+        raise ValidationError(errors)
+
+
+# --- matching ------------------------------------------------------------------------------------
+
+
+def rule_matches(rule: NotificationRule, alarm: Alarm, site_ids: set[int]) -> bool:
+    if site_ids and alarm.site_id not in site_ids:
+        return False
+    if rule.event_types:
+        events = {e.event_type for e in (alarm.raised_by, alarm.cleared_by) if e is not None}
+        if events & set(rule.event_types):
+            return True
+    if not (rule.alarm_kinds or rule.min_severity):
+        return False
+    if rule.alarm_kinds and alarm.kind not in rule.alarm_kinds:
+        return False
+    return not rule.min_severity or SEVERITY_RANK[alarm.severity] >= SEVERITY_RANK[rule.min_severity]
+
+
+def in_quiet_hours(rule: NotificationRule, alarm: Alarm, at: datetime) -> bool:
+    if rule.quiet_start is None or rule.quiet_end is None or not rule.quiet_days:
+        return False
+    zone = zoneinfo.ZoneInfo(alarm.site.timezone if alarm.site else "UTC")
+    local = at.astimezone(zone)
+    now, day = local.time(), local.weekday()
+    start, end = rule.quiet_start, rule.quiet_end
+    if start < end:
+        return day in rule.quiet_days and start <= now < end
+    # Overnight: from start on a quiet day until end the next morning.
+    return (day in rule.quiet_days and now >= start) or ((day - 1) % 7 in rule.quiet_days and now < end)
+
+
+def recipients(rule: NotificationRule) -> list[str]:
+    if rule.channel == NotificationRule.Channel.WEBHOOK:
+        return ["webhook"]
+    found = dict.fromkeys(address.lower() for address in rule.emails)
+    found |= dict.fromkeys(u.email.lower() for u in rule.users.all() if u.email)
+    return list(found)
+
+
+# --- fan-out -------------------------------------------------------------------------------------
+
+
+_announced = threading.local()
+
+
+def announce(alarm_pk: int, change: str, occurrences: int) -> None:
+    """Called by the domain once a batch commits, once per alarm change: the batch's changes are
+    published as one fan-out task (a broker that is down loses the notifications, not the batch).
+
+    Django runs a commit's callbacks one after the other, taking each off ``run_on_commit``; the
+    last announcement of the commit is the one that finds no other left, and it publishes.
+    """
+    pending = _announced.__dict__.setdefault("changes", [])
+    pending.append((alarm_pk, change, occurrences))
+    remaining = getattr(connection, "run_on_commit", None) or []
+    if any(getattr(entry[1], "func", None) is announce for entry in remaining):
+        return
+    _announced.changes = []
+    from subscriptions.tasks import fan_out_alarms
+
+    try:
+        fan_out_alarms.delay(pending)
+    except Exception:
+        log.exception("could not enqueue the fan-out of %s alarm change(s)", len(pending))
+
+
+def fan_out(alarm_pk: int, change: str, occurrences: int) -> list[int]:
+    """Create the notifications one alarm change calls for; the ids of those to send now.
+
+    ``change`` is "raised" (a raise counted ``occurrences``) or "cleared". Safe to run twice: the
+    (rule, recipient, alarm, occurrence) constraint makes a re-run create nothing.
+    """
+    alarm = Alarm.objects.select_related("site", "raised_by", "cleared_by", "lock").filter(pk=alarm_pk).first()
+    if alarm is None:
+        return []
+    if change == "raised" and alarm.state not in Alarm.OPEN_STATES:
+        return []  # a late raise counted in an episode that is already over
+    if change == "cleared" and alarm.state != Alarm.State.CLEARED:
+        return []
+    now = clock.now()
+    to_send: list[int] = []
+    rules = NotificationRule.objects.filter(active=True).prefetch_related("sites", "users")
+    for rule in rules:
+        if rule.channel == NotificationRule.Channel.WEBHOOK and rule.webhook_disabled_at:
+            continue
+        if change == "cleared" and not rule.notify_cleared:
+            continue
+        if not rule_matches(rule, alarm, {s.pk for s in rule.sites.all()}):
+            continue
+        with transaction.atomic():
+            _serialize(rule, alarm)
+            for recipient in recipients(rule):
+                pk = _notify_one(rule, recipient, alarm, change, occurrences, now)
+                if pk:
+                    to_send.append(pk)
+    return to_send
+
+
+def _serialize(rule: NotificationRule, alarm: Alarm) -> None:
+    """One fan-out at a time per (rule, alarm subject): storm decisions read what the last one wrote.
+
+    PostgreSQL: a transaction-scoped advisory lock on just that pair, so fan-outs about other doors
+    and the senders updating the rule's webhook health never wait. Elsewhere (SQLite, which has one
+    writer anyway): the rule's row.
+    """
+    if connection.vendor == "postgresql":
+        key = zlib.crc32(f"notify:{rule.pk}:{alarm.kind}:{alarm.subject}".encode())
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [rule.pk % 2**31, key - 2**31])
+    else:
+        NotificationRule.objects.select_for_update().filter(pk=rule.pk).first()
+
+
+def _notify_one(rule, recipient, alarm, change, occurrences, now) -> int | None:
+    occurrence = "cleared" if change == "cleared" else str(occurrences)
+    row = Notification(
+        rule=rule,
+        recipient=recipient,
+        alarm=alarm,
+        occurrence=occurrence,
+        channel=rule.channel,
+        site_id=alarm.site_id,
+        occurrences=alarm.occurrences,
+        created_at=now,
+        due_at=now,
+    )
+    mine = Notification.objects.filter(rule=rule, recipient=recipient)
+    if mine.filter(alarm=alarm, occurrence=occurrence).exists():
+        return None  # a re-run of this fan-out
+    last_severity = (
+        mine.filter(alarm=alarm, status__in=[Status.SENT, Status.PENDING, Status.RETRYING, Status.SENDING, Status.DEAD])
+        .order_by("-due_at")
+        .values_list("payload__data__severity", flat=True)
+        .first()
+    )
+    if change == "cleared":
+        row.change = "cleared"
+    elif occurrences <= 1:
+        row.change = "raised"
+    elif last_severity and SEVERITY_RANK.get(last_severity, 0) < SEVERITY_RANK[alarm.severity]:
+        row.change = "escalated"
+    else:
+        row.change = "repeated"
+
+    if in_quiet_hours(rule, alarm, now) and not (
+        rule.critical_in_quiet_hours and alarm.severity == Alarm.Severity.CRITICAL
+    ):
+        row.status, row.reason = Status.SKIPPED, "quiet hours"
+        return _insert(row, send=False)
+
+    if row.change != "escalated":
+        storm = _storm_digest(rule, recipient, alarm, now)
+        if storm is not None:
+            row.status, row.digest, row.reason = Status.COALESCED, storm, f"storm control: summarised in #{storm.pk}"
+            return _insert(row, send=False)
+    row.next_attempt_at, row.enqueued_at = now, now
+    return _insert(row, send=True)
+
+
+def _insert(row: Notification, *, send: bool) -> int | None:
+    try:
+        with transaction.atomic():
+            row.save()
+    except IntegrityError:
+        return None  # a concurrent run made it
+    return row.pk if send else None
+
+
+def _storm_digest(rule, recipient, alarm, now) -> Notification | None:
+    """Within the window after the last message about this alarm's subject (door, panel, …), a new
+    one is not sent: it is counted in a summary that goes out when the window ends."""
+    window = timedelta(seconds=settings.PORTAL_NOTIFY_STORM_WINDOW_SECONDS)
+    if window <= timedelta(0):
+        return None
+    # The subject's latest alarms first (a few rows through the alarm index), then their
+    # notifications: never a scan of everything the rule sent in the window.
+    alarms = Alarm.objects.filter(kind=alarm.kind, subject=alarm.subject).order_by("-pk").values_list("pk", flat=True)
+    last = (
+        Notification.objects.filter(
+            rule=rule,
+            recipient=recipient,
+            alarm_id__in=list(alarms[:STORM_ALARMS]),
+            due_at__gt=now - window,
+        )
+        .exclude(status__in=[Status.COALESCED, Status.SKIPPED])
+        .exclude(change="reminder")
+        .order_by("-due_at")
+        .first()
+    )
+    if last is None:
+        return None
+    if last.change == "storm" and last.status == Status.PENDING and last.attempts == 0:
+        return last
+    window_end = last.due_at + window
+    digest, _ = Notification.objects.get_or_create(
+        rule=rule,
+        recipient=recipient,
+        alarm=alarm,
+        occurrence=f"storm-{int(window_end.timestamp())}",
+        defaults={
+            "change": "storm",
+            "channel": rule.channel,
+            "site_id": alarm.site_id,
+            "created_at": now,
+            "due_at": window_end,
+            "next_attempt_at": window_end,
+        },
+    )
+    return digest
+
+
+def send_reminders() -> int:
+    """Repeat-until-acknowledged: another message about each still active alarm every N minutes."""
+    now = clock.now()
+    made = []
+    for rule in NotificationRule.objects.filter(active=True, repeat_minutes__isnull=False):
+        since = now - timedelta(minutes=rule.repeat_minutes)
+        heard = (
+            Notification.objects.filter(rule=rule, alarm__state=Alarm.State.ACTIVE)
+            .exclude(status__in=[Status.COALESCED, Status.SKIPPED])
+            .exclude(change="cleared")
+            .order_by()
+            .values_list("alarm_id", "recipient")
+            .distinct()
+        )
+        for alarm_id, recipient in heard:
+            with transaction.atomic():
+                alarm = Alarm.objects.select_related("site").get(pk=alarm_id)
+                _serialize(rule, alarm)
+                mine = Notification.objects.filter(rule=rule, recipient=recipient, alarm_id=alarm_id)
+                latest = mine.exclude(status=Status.COALESCED).order_by("-due_at").first()
+                if latest is None or latest.due_at > since:
+                    continue
+                count = mine.filter(change="reminder").count()
+                row = Notification(
+                    rule=rule,
+                    recipient=recipient,
+                    alarm=alarm,
+                    occurrence=f"reminder-{count + 1}",
+                    change="reminder",
+                    channel=rule.channel,
+                    site_id=alarm.site_id,
+                    occurrences=alarm.occurrences,
+                    created_at=now,
+                    due_at=now,
+                    next_attempt_at=now,
+                    enqueued_at=now,
+                )
+                if in_quiet_hours(rule, alarm, now) and not (
+                    rule.critical_in_quiet_hours and alarm.severity == Alarm.Severity.CRITICAL
+                ):
+                    row.status, row.reason, row.next_attempt_at = Status.SKIPPED, "quiet hours", None
+                    _insert(row, send=False)
+                elif pk := _insert(row, send=True):
+                    made.append(pk)
+    enqueue(made)
+    return len(made)
+
+
+def enqueue(pks: list[int]) -> None:
+    if not pks:
+        return
+    from subscriptions.tasks import deliver_notification
+
+    def publish():
+        try:
+            with deliver_notification.app.producer_or_acquire() as producer:  # one connection for all
+                for pk in pks:
+                    deliver_notification.apply_async((pk,), producer=producer)
+        except Exception:  # the sweep sends them later
+            log.warning("could not enqueue notifications %s; the sweep will", pks)
+
+    transaction.on_commit(publish)
+
+
+def send_due(limit: int = 500) -> int:
+    """Beat's sweep: publish the notifications whose time has come (retries, storm summaries) and
+    those whose task was lost (published over a minute ago and still not sent)."""
+    now = clock.now()
+    with transaction.atomic():
+        due = list(
+            Notification.objects.filter(
+                Q(status__in=Notification.DUE_STATES) | Q(status=Status.SENDING),
+                next_attempt_at__lte=now,
+            )
+            .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=now - timedelta(seconds=60)))
+            .order_by("next_attempt_at")
+            .select_for_update(skip_locked=True)
+            .values_list("pk", flat=True)[:limit]
+        )
+        Notification.objects.filter(pk__in=due).update(enqueued_at=now)
+        enqueue(due)
+    return len(due)
+
+
+# --- delivery ------------------------------------------------------------------------------------
+
+
+def deliver(pk: int) -> str:
+    """One try at one notification, if it is due and nobody else is trying it; what became of it."""
+    now = clock.now()
+    lease = now + timedelta(seconds=settings.PORTAL_NOTIFY_WEBHOOK_TIMEOUT_SECONDS * 3 + 30)
+    # A row left "sending" by a worker that died is due again once its lease has passed.
+    claimed = Notification.objects.filter(
+        Q(status__in=Notification.DUE_STATES) | Q(status=Status.SENDING), pk=pk, next_attempt_at__lte=now
+    ).update(status=Status.SENDING, next_attempt_at=lease)
+    if not claimed:
+        return "not due"
+    note = Notification.objects.select_related("rule", "alarm", "alarm__site", "alarm__lock").get(pk=pk)
+    rule, alarm = note.rule, note.alarm
+    if note.change == "reminder" and alarm.state != Alarm.State.ACTIVE:
+        return _finish(note, Status.SKIPPED, f"alarm {alarm.state} before the reminder went out")
+    if not rule.active:
+        return _finish(note, Status.DEAD, "the rule was switched off")
+    if rule.channel == NotificationRule.Channel.WEBHOOK and rule.webhook_disabled_at:
+        return _finish(note, Status.DEAD, f"webhook disabled: {rule.webhook_disabled_reason}")
+    if note.payload is None:
+        if note.change == "storm":
+            note.occurrences = note.coalesced.count()
+            # The summary tells where the subject stands now (the last flap), not where it began.
+            latest = Alarm.objects.filter(kind=alarm.kind, subject=alarm.subject).order_by("-pk").first()
+            note.alarm = latest or alarm
+        # Fixed now and saved with the outcome: every retry sends the same body and webhook-id.
+        note.message_id = f"msg_{uuid.uuid4().hex}"
+        note.payload = build_payload(note, now)
+    number = note.attempts + 1  # in this series (a resend starts a new one)
+    started = time.perf_counter()
+    outcome = _post_webhook(note, rule) if rule.channel == NotificationRule.Channel.WEBHOOK else _send_email(note)
+    duration = int((time.perf_counter() - started) * 1000)
+    NotificationAttempt.objects.create(
+        notification=note,
+        number=number,
+        at=now,
+        duration_ms=duration,
+        status_code=outcome.status_code,
+        error=outcome.error[:500],
+        response=outcome.response[:RESPONSE_KEPT],
+        succeeded=outcome.ok,
+    )
+    note.attempts = number
+    if outcome.ok:
+        # The webhook's health is written when it changes (or once a minute), not on every send.
+        stale = rule.webhook_last_success_at is None or now - rule.webhook_last_success_at > timedelta(minutes=1)
+        if rule.channel == NotificationRule.Channel.WEBHOOK and (rule.webhook_failing_since or stale):
+            NotificationRule.objects.filter(pk=rule.pk).update(webhook_failing_since=None, webhook_last_success_at=now)
+        note.sent_at = now
+        return _finish(note, Status.SENT, "")
+    if outcome.status_code == 410:
+        disable_webhook(rule, "the receiver answered 410 Gone", now)
+        return _finish(note, Status.DEAD, "410 Gone: the rule's webhook is disabled")
+    if rule.channel == NotificationRule.Channel.WEBHOOK and _failing_too_long(rule, now):
+        days = settings.PORTAL_NOTIFY_DISABLE_AFTER_DAYS
+        disable_webhook(rule, f"failed without a success for {days:g} days", now)
+        return _finish(note, Status.DEAD, f"webhook disabled after {days:g} days of failures")
+    schedule = settings.PORTAL_NOTIFY_RETRY_SCHEDULE
+    if number > len(schedule):
+        return _finish(note, Status.DEAD, f"gave up after {number} tries: {outcome.summary()}")
+    delay = schedule[number - 1]
+    if outcome.retry_after is not None:
+        delay = max(delay, min(outcome.retry_after, 24 * 3600))
+    note.next_attempt_at = now + timedelta(seconds=delay)
+    return _finish(note, Status.RETRYING, outcome.summary())
+
+
+def _finish(note: Notification, status: str, reason: str) -> str:
+    note.status, note.reason = status, reason[:300]
+    if status != Status.RETRYING:
+        note.next_attempt_at = None
+    note.enqueued_at = None
+    fields = ["status", "reason", "next_attempt_at", "enqueued_at", "attempts", "sent_at"]
+    note.save(update_fields=[*fields, "payload", "message_id", "occurrences"])
+    return status
+
+
+def _failing_too_long(rule: NotificationRule, now: datetime) -> bool:
+    NotificationRule.objects.filter(pk=rule.pk, webhook_failing_since__isnull=True).update(webhook_failing_since=now)
+    since = NotificationRule.objects.filter(pk=rule.pk).values_list("webhook_failing_since", flat=True).first()
+    return since is not None and now - since >= timedelta(days=settings.PORTAL_NOTIFY_DISABLE_AFTER_DAYS)
+
+
+def disable_webhook(rule: NotificationRule, reason: str, now: datetime) -> None:
+    """No more tries at this URL until someone enables it again; the owner hears about it."""
+    changed = NotificationRule.objects.filter(pk=rule.pk, webhook_disabled_at__isnull=True).update(
+        webhook_disabled_at=now, webhook_disabled_reason=reason[:200]
+    )
+    if not changed:
+        return
+    owner = rule.owner
+    to = [owner.email] if owner and owner.email else []
+    if not to:
+        to = list(
+            get_user_model()
+            .objects.filter(is_superuser=True, is_active=True)
+            .exclude(email="")
+            .values_list("email", flat=True)
+        )
+    if not to:
+        log.warning("webhook of rule %s disabled (%s); nobody to tell", rule.pk, reason)
+        return
+    context = {
+        "rule": rule,
+        "reason": reason,
+        "link": admin_link("admin:subscriptions_notificationrule_change", rule.pk),
+    }
+    send_mail(
+        render_to_string("notifications/webhook_disabled_subject.txt", context).strip(),
+        render_to_string("notifications/webhook_disabled.txt", context),
+        settings.DEFAULT_FROM_EMAIL,
+        to,
+        fail_silently=True,
+    )
+
+
+def enable_webhook(rule: NotificationRule) -> None:
+    NotificationRule.objects.filter(pk=rule.pk).update(
+        webhook_disabled_at=None, webhook_disabled_reason="", webhook_failing_since=None
+    )
+
+
+def resend(notifications) -> int:
+    """Send these again from the first try (a new attempt series, the same webhook-id)."""
+    now = clock.now()
+    pks = list(notifications.exclude(status__in=[Status.COALESCED, Status.SENDING]).values_list("pk", flat=True))
+    Notification.objects.filter(pk__in=pks).update(
+        status=Status.PENDING, attempts=0, next_attempt_at=now, enqueued_at=now, reason="resent"
+    )
+    with transaction.atomic():
+        enqueue(pks)
+    return len(pks)
+
+
+# --- the message ---------------------------------------------------------------------------------
+
+
+def admin_link(name: str, pk: int) -> str:
+    return settings.PORTAL_PUBLIC_URL + reverse(name, args=[pk])
+
+
+TYPES = {
+    "raised": "alarm.raised",
+    "repeated": "alarm.repeated",
+    "escalated": "alarm.escalated",
+    "cleared": "alarm.cleared",
+    "reminder": "alarm.reminder",
+    "storm": "alarm.storm",
+}
+
+
+def build_payload(note: Notification, now: datetime) -> dict:
+    alarm = note.alarm
+    site, lock = alarm.site, alarm.lock
+    zone = zoneinfo.ZoneInfo(site.timezone if site else "UTC")
+
+    def when(value):
+        return value.astimezone(zone).isoformat() if value else None
+
+    return {
+        "type": TYPES[note.change],
+        "timestamp": now.isoformat().replace("+00:00", "Z"),
+        "data": {
+            "alarm_id": alarm.pk,
+            "kind": alarm.kind,
+            "kind_name": alarm_kind_names().get(alarm.kind, alarm.kind),
+            "severity": alarm.severity,
+            "state": alarm.state,
+            "subject": alarm.subject,
+            "site": {"id": site.pk, "name": site.name, "timezone": site.timezone} if site else None,
+            "lock": {"id": lock.pk, "name": lock.name, "vendor": lock.vendor, "external_id": lock.external_id}
+            if lock
+            else None,
+            "raised_at": when(alarm.raised_at),
+            "last_raised_at": when(alarm.last_raised_at),
+            "cleared_at": when(alarm.cleared_at),
+            "occurrences": note.occurrences,
+            "notification_id": note.pk,
+            "rule": note.rule.name,
+            "url": admin_link("admin:portal_alarm_change", alarm.pk),
+        },
+    }
+
+
+class Outcome:
+    def __init__(self, ok=False, status_code=None, error="", response="", retry_after=None):
+        self.ok, self.status_code, self.error = ok, status_code, error
+        self.response, self.retry_after = response, retry_after
+
+    def summary(self) -> str:
+        return f"HTTP {self.status_code}" if self.status_code else self.error or "failed"
+
+
+def sign(secret: str, message_id: str, body: str) -> dict[str, str]:
+    sent_at = datetime.now(tz=UTC)  # the real time: receivers check it against theirs
+    return {
+        "webhook-id": message_id,
+        "webhook-timestamp": str(int(sent_at.timestamp())),
+        "webhook-signature": standardwebhooks.Webhook(secret).sign(message_id, sent_at, body),
+    }
+
+
+def _post_webhook(note: Notification, rule: NotificationRule) -> Outcome:
+    body = json.dumps(note.payload, separators=(",", ":"))
+    headers = {"Content-Type": "application/json", "User-Agent": "portal-notifications/1"}
+    headers |= sign(rule.secret, note.message_id, body)
+    try:
+        with requests.post(
+            rule.url,
+            data=body.encode(),
+            headers=headers,
+            timeout=settings.PORTAL_NOTIFY_WEBHOOK_TIMEOUT_SECONDS,
+            allow_redirects=False,
+            stream=True,
+        ) as response:
+            kept = response.raw.read(RESPONSE_KEPT, decode_content=True) or b""
+            text = kept.decode("utf-8", "replace")
+            retry_after = None
+            if response.status_code in (429, 503):
+                retry_after = _retry_after(response.headers.get("Retry-After"))
+            return Outcome(200 <= response.status_code < 300, response.status_code, "", text, retry_after)
+    except requests.RequestException as exc:
+        return Outcome(error=f"{exc.__class__.__name__}: {exc}")
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    from email.utils import parsedate_to_datetime
+
+    try:
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(tz=UTC)).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+def _send_email(note: Notification) -> Outcome:
+    alarm = note.alarm
+    data = note.payload["data"]
+    zone = zoneinfo.ZoneInfo(alarm.site.timezone if alarm.site_id else "UTC")
+    moment = alarm.cleared_at if note.change == "cleared" else alarm.last_raised_at or alarm.raised_at
+    context = {
+        "note": note,
+        "alarm": alarm,
+        "data": data,
+        "change": note.change,
+        "site": alarm.site,
+        "where": alarm.lock.name
+        if alarm.lock_id and alarm.lock.name
+        else (str(alarm.lock) if alarm.lock_id else alarm.subject),
+        "local_time": f"{moment.astimezone(zone):%Y-%m-%d %H:%M:%S}" if moment else "unknown",
+        "timezone": str(zone),
+        "link": data["url"],
+    }
+    message = EmailMultiAlternatives(
+        render_to_string("notifications/alarm_subject.txt", context).strip().replace("\n", " "),
+        render_to_string("notifications/alarm.txt", context),
+        settings.DEFAULT_FROM_EMAIL,
+        [note.recipient],
+        headers={"Message-ID": f"<{note.message_id}@portal>"},
+    )
+    message.attach_alternative(render_to_string("notifications/alarm.html", context), "text/html")
+    try:
+        message.send()
+    except Exception as exc:  # SMTP refused, unreachable, …: kept on the attempt and retried
+        return Outcome(error=f"{exc.__class__.__name__}: {exc}")
+    return Outcome(ok=True)
