@@ -126,7 +126,7 @@ def _run_handler(event: Event, *, isolate: bool) -> None:
     elif handler is not None:
         try:
             if isolate:
-                with transaction.atomic():
+                with transaction.atomic(), domain.rolled_back_together():
                     handler(event)
             else:
                 handler(event)
@@ -135,7 +135,6 @@ def _run_handler(event: Event, *, isolate: bool) -> None:
         except Exception as exc:  # a bad payload or a bug: visible, replayable, not retried
             if not isolate:
                 raise _HandlerFailed from exc
-            domain.forget_lookups()
             log.warning("event %s (%s %s) failed", event.pk, event.source, event.event_type, exc_info=True)
             event.status, event.last_error = Event.Status.FAILED, f"{exc.__class__.__name__}: {exc}"[:5000]
         else:

@@ -10,16 +10,17 @@ from __future__ import annotations
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime
-from functools import partial
 from typing import TypeVar
 
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
+from portal import signals
 from portal.models import (
     AccessGrant,
     Activity,
     Alarm,
+    AlarmChange,
     AlarmOccurrence,
     Camera,
     Credential,
@@ -60,29 +61,43 @@ ALARM_KINDS: dict[str, tuple[str, str]] = {
 SEVERITY_RANK = {Alarm.Severity.MINOR: 0, Alarm.Severity.MAJOR: 1, Alarm.Severity.CRITICAL: 2}
 
 
-# Placements met while processing one batch of events, by (kind, external id): nearly every
-# event names a panel, hub or account, and a batch names few. Only set inside unit_of_work().
-_placements_seen: ContextVar[dict | None] = ContextVar("placements_seen", default=None)
+# Set inside unit_of_work(): the placements met while processing one batch of events, by (kind,
+# external id) (nearly every event names a panel, hub or account, and a batch names few), and
+# whether alarms changed (the notification rules are told once, when the batch commits).
+_unit_of_work: ContextVar[dict | None] = ContextVar("unit_of_work", default=None)
 
 
 @contextmanager
 def unit_of_work():
-    """Events processed together in one transaction share what they looked up."""
-    token = _placements_seen.set({})
+    """Events processed together in one transaction share their lookups and their commit's news.
+    Use inside the transaction: leaving it arranges what happens on commit."""
+    work = {"placements": {}, "alarms_changed": False}
+    token = _unit_of_work.set(work)
     try:
         yield
     finally:
-        _placements_seen.reset(token)
+        _unit_of_work.reset(token)
+    if work["alarms_changed"]:
+        transaction.on_commit(_tell_alarm_listeners)
 
 
-def forget_lookups() -> None:
-    """A handler's savepoint was rolled back: what it looked up or created may no longer exist."""
-    if _placements_seen.get() is not None:
-        _placements_seen.set({})
+@contextmanager
+def rolled_back_together():
+    """Wrap work done in a savepoint inside a unit of work: if it fails (and its savepoint rolls
+    back), forget what it looked up or created and the alarm changes it announced."""
+    work = _unit_of_work.get()
+    alarms_changed = work["alarms_changed"] if work is not None else False
+    try:
+        yield
+    except BaseException:
+        if work is not None:
+            work["placements"], work["alarms_changed"] = {}, alarms_changed
+        raise
 
 
 def placement(kind: str, external_id: str, name: str = "") -> Placement:
-    seen = _placements_seen.get()
+    work = _unit_of_work.get()
+    seen = work["placements"] if work is not None else None
     found = seen.get((kind, external_id)) if seen is not None else None
     if found is None:
         found, _ = Placement.objects.get_or_create(kind=kind, external_id=external_id, defaults={"name": name})
@@ -547,8 +562,15 @@ def keep_fields(obj, **values) -> bool:
 
 
 def _announce(alarm: Alarm, change: str) -> None:
-    """Notification rules hear of a raised or cleared alarm once the batch commits: never for a
-    rolled-back one (or a handler's rolled-back savepoint)."""
-    from subscriptions import notifications  # the building model does not import the app at load time
+    """Record the change for the notification rules (in this transaction: durable) and have them
+    told once this transaction commits; a batch of events tells them once, when it commits."""
+    AlarmChange.objects.create(alarm=alarm, change=change, occurrences=alarm.occurrences)
+    work = _unit_of_work.get()
+    if work is not None:
+        work["alarms_changed"] = True
+    else:
+        transaction.on_commit(_tell_alarm_listeners)
 
-    transaction.on_commit(partial(notifications.announce, alarm.pk, change, alarm.occurrences))
+
+def _tell_alarm_listeners() -> None:
+    signals.alarm_changes_committed.send(sender=AlarmChange)

@@ -254,6 +254,29 @@ class Alarm(models.Model):
         return f"{self.kind} on {self.lock or self.subject}"
 
 
+class AlarmChange(models.Model):
+    """An alarm raised (again) or cleared, kept until the notification rules have heard of it.
+
+    Written in the transaction that changes the alarm, so a broker that is down when it commits
+    delays notifications instead of losing them: whatever is not yet fanned out is picked up by
+    the next fan-out task or beat's sweep.
+    """
+
+    alarm = models.ForeignKey(Alarm, on_delete=models.CASCADE, related_name="changes")
+    change = models.CharField(max_length=16, help_text="raised (again) or cleared")
+    occurrences = models.PositiveIntegerField(help_text="The alarm's occurrence count after this change.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    fanned_out_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["id"], name="alarmchange_pending_idx", condition=Q(fanned_out_at__isnull=True)),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.alarm} {self.change}"
+
+
 class AlarmOccurrence(models.Model):
     """Which event raised an alarm (again): makes raising idempotent per event."""
 

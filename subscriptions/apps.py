@@ -5,3 +5,9 @@ from django.apps import AppConfig
 
 class SubscriptionsConfig(AppConfig):
     name = "subscriptions"
+
+    def ready(self):
+        from portal.signals import alarm_changes_committed
+        from subscriptions import notifications
+
+        alarm_changes_committed.connect(notifications.publish_fan_out, dispatch_uid="notifications-fan-out")

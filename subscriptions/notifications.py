@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 import uuid
 import zlib
@@ -25,7 +24,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
-from portal.models import Alarm
+from portal.models import Alarm, AlarmChange
 from subscriptions.models import Notification, NotificationAttempt, NotificationRule
 
 log = logging.getLogger(__name__)
@@ -197,28 +196,31 @@ def recipients(rule: NotificationRule) -> list[str]:
 # --- fan-out -------------------------------------------------------------------------------------
 
 
-_announced = threading.local()
-
-
-def announce(alarm_pk: int, change: str, occurrences: int) -> None:
-    """Called by the domain once a batch commits, once per alarm change: the batch's changes are
-    published as one fan-out task (a broker that is down loses the notifications, not the batch).
-
-    Django runs a commit's callbacks one after the other, taking each off ``run_on_commit``; the
-    last announcement of the commit is the one that finds no other left, and it publishes.
-    """
-    pending = _announced.__dict__.setdefault("changes", [])
-    pending.append((alarm_pk, change, occurrences))
-    remaining = getattr(connection, "run_on_commit", None) or []
-    if any(getattr(entry[1], "func", None) is announce for entry in remaining):
-        return
-    _announced.changes = []
+def publish_fan_out(**_) -> None:
+    """After a commit that changed alarms (portal.signals): one task fans out what is pending. If
+    the broker is down, the changes wait in the database for the next task or beat's sweep."""
     from subscriptions.tasks import fan_out_alarms
 
     try:
-        fan_out_alarms.delay(pending)
+        fan_out_alarms.delay()
     except Exception:
-        log.exception("could not enqueue the fan-out of %s alarm change(s)", len(pending))
+        log.warning("could not enqueue the fan-out of alarm changes; beat's sweep will", exc_info=True)
+
+
+def fan_out_pending(limit: int = 500) -> list[int]:
+    """Create the notifications for the alarm changes not yet fanned out, oldest first, and publish
+    their sends once this commits; the ids of those sends. Several workers may run it at once:
+    each takes different changes."""
+    with transaction.atomic():
+        changes = list(
+            AlarmChange.objects.filter(fanned_out_at__isnull=True)
+            .order_by("pk")
+            .select_for_update(skip_locked=True)[:limit]
+        )
+        pks = [pk for change in changes for pk in fan_out(change.alarm_id, change.change, change.occurrences)]
+        AlarmChange.objects.filter(pk__in=[change.pk for change in changes]).update(fanned_out_at=clock.now())
+        enqueue(pks)
+    return pks
 
 
 def fan_out(alarm_pk: int, change: str, occurrences: int) -> list[int]:
@@ -433,6 +435,7 @@ def enqueue(pks: list[int]) -> None:
 def send_due(limit: int = 500) -> int:
     """Beat's sweep: publish the notifications whose time has come (retries, storm summaries) and
     those whose task was lost (published over a minute ago and still not sent)."""
+    fan_out_pending()  # changes whose fan-out task was lost (the broker was down at their commit)
     now = clock.now()
     with transaction.atomic():
         due = list(

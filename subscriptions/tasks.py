@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from celery import shared_task
-from django.db import transaction
 
 from subscriptions import sync
 from subscriptions.models import PdkConnection
@@ -50,19 +49,11 @@ def reconcile_all() -> int:
 
 
 @shared_task
-def fan_out_alarms(changes: list) -> int:
-    """The alarm changes one batch committed: create the notifications the rules call for (one
-    transaction), then publish one task per message."""
+def fan_out_alarms(*_legacy) -> int:
+    """Alarm changes were committed: create the notifications the rules call for, publish the sends."""
     from subscriptions import notifications
 
-    with transaction.atomic():
-        pks = [
-            pk
-            for alarm_pk, change, occurrences in changes
-            for pk in notifications.fan_out(alarm_pk, change, occurrences)
-        ]
-        notifications.enqueue(pks)
-    return len(pks)
+    return len(notifications.fan_out_pending())
 
 
 @shared_task

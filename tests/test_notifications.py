@@ -18,8 +18,8 @@ from django.urls import reverse
 from events import processing
 from events.models import Event
 from portal import domain
-from portal.models import Alarm, Site
-from subscriptions import notifications
+from portal.models import Alarm, AlarmChange, Site
+from subscriptions import notifications, tasks
 from subscriptions.models import Notification, NotificationAttempt, NotificationRule
 from tests.vendors import fixture_bytes, fixture_files
 from tests.webhook_receiver import WebhookReceiver
@@ -41,10 +41,13 @@ def settings_for_notifications(settings):
 
 @pytest.fixture
 def announced(monkeypatch):
-    """What the domain announced after each commit, instead of publishing it to the broker."""
-    calls = []
-    monkeypatch.setattr(notifications, "announce", lambda *args: calls.append(args))
-    return calls
+    """The alarm changes committed and not yet fanned out; the fan-out tasks their commits would
+    publish are counted instead (the test runs them: run_announced)."""
+    published = []
+    monkeypatch.setattr(tasks.fan_out_alarms, "delay", lambda *args: published.append(args))
+    pending = AlarmChange.objects.filter(fanned_out_at__isnull=True)
+    pending.published = published
+    return pending
 
 
 @pytest.fixture
@@ -73,10 +76,9 @@ def deliver_pdk(post, endpoint_for, announced, django_capture_on_commit_callback
     return _deliver
 
 
-def run_announced(announced: list) -> list[int]:
-    pks = []
-    while announced:
-        pks += notifications.fan_out(*announced.pop(0))
+def run_announced(announced=None) -> list[int]:
+    """What a worker does with the fan-out task, then with each send task it publishes."""
+    pks = notifications.fan_out_pending()
     for pk in pks:
         notifications.deliver(pk)
     return pks
@@ -285,7 +287,7 @@ def test_nothing_is_announced_for_a_rolled_back_batch(site, post, endpoint_for, 
     })  # fmt: skip
     with django_capture_on_commit_callbacks(execute=True):
         assert processing.process(event_id) == "failed"
-    assert announced == [] and not Alarm.objects.exists()
+    assert not announced.exists() and announced.published == [] and not Alarm.objects.exists()
 
 
 # --- quiet hours -------------------------------------------------------------------------------------
@@ -425,18 +427,41 @@ def test_every_fixture_processed_twice_notifies_no_more_than_once(
                     answer = post(endpoint, path.read_bytes())
                     if answer.status_code == 200 and "event_id" in answer.json():
                         processing.process(answer.json()["event_id"])
-        fan_outs = list(announced)
         run_announced(announced)
         first = (len(mail.outbox), len(receiver.received), Notification.objects.count())
         assert first[0] > 0 and first[1] > 0
+        changes = AlarmChange.objects.count()
 
         # Everything again: every event replayed, every fan-out re-run.
         with django_capture_on_commit_callbacks(execute=True):
             processing.replay(Event.objects.all())
             for event_id in Event.objects.values_list("pk", flat=True):
                 processing.process(event_id)
-        assert announced == []  # a replayed event changes no alarm
-        announced.extend(fan_outs)  # and a fan-out task run twice sends nothing new
+        assert AlarmChange.objects.count() == changes  # a replayed event changes no alarm
+        AlarmChange.objects.update(fanned_out_at=None)  # and a fan-out run twice sends nothing new
         run_announced(announced)
         assert (len(mail.outbox), len(receiver.received), Notification.objects.count()) == first
         assert all(r.verified for r in receiver.received)
+
+
+def test_a_broker_down_at_commit_delays_the_notification_but_loses_nothing(
+    site, post, endpoint_for, monkeypatch, django_capture_on_commit_callbacks
+):
+    email_rule(alarm_kinds=["door_forced"])
+
+    def broker_down(*args, **kwargs):
+        raise ConnectionError("redis is down")
+
+    monkeypatch.setattr(tasks.fan_out_alarms, "delay", broker_down)
+    event_id = post(endpoint_for("pdk"), fixture_bytes("pdk", "door.alarm.forced.json")).json()["event_id"]
+    with django_capture_on_commit_callbacks(execute=True):
+        assert processing.process(event_id) == "processed"  # the batch commits all the same
+    assert AlarmChange.objects.filter(fanned_out_at__isnull=True).count() == 1
+    assert not Notification.objects.exists()
+
+    with django_capture_on_commit_callbacks(execute=False):
+        notifications.send_due()  # beat's sweep, every few seconds, once the broker is back
+
+    note = Notification.objects.get()
+    assert (note.recipient, note.alarm.kind) == ("desk@example.com", "door_forced")
+    assert not AlarmChange.objects.filter(fanned_out_at__isnull=True).exists()
