@@ -20,10 +20,14 @@ VIEWABLE = {
         "intercom",
     ],
     "events": ["endpoint", "event", "delivery", "rejectedrequest"],
-    "subscriptions": ["pdkconnection", "pdksubscription"],
+    "subscriptions": ["pdkconnection", "pdksubscription", "notificationrule", "notification", "notificationattempt"],
 }
-# What a building manager may do beyond looking: acknowledge and resolve alarms.
-MANAGER_CAN = {"portal": ["change_alarm"]}
+# What a building manager may do beyond looking: acknowledge and resolve alarms, and manage the
+# notification rules of their sites.
+MANAGER_CAN = {
+    "portal": ["change_alarm"],
+    "subscriptions": ["add_notificationrule", "change_notificationrule", "delete_notificationrule"],
+}
 
 
 def codenames(role: str) -> dict[str, list[str]]:

@@ -9,6 +9,8 @@ from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils.html import format_html
 
+from portal.admin_base import SiteScopedAdmin, site_filter, visible_site_ids
+from portal.models import Site
 from subscriptions import tasks, topics
 from subscriptions.models import SCOPE_OU, SCOPE_RECURSIVE, PdkConnection, PdkSubscription
 from subscriptions.pdk_client import PdkClient, PdkError
@@ -47,7 +49,7 @@ class PdkConnectionForm(forms.ModelForm):
 
 
 @admin.register(PdkConnection)
-class PdkConnectionAdmin(admin.ModelAdmin):
+class PdkConnectionAdmin(SiteScopedAdmin):
     form = PdkConnectionForm
     list_display = ["name", "org_id", "site", "accounts_url", "last_reconciled_at", "last_error"]
     list_select_related = ["site"]
@@ -152,10 +154,11 @@ class PdkSubscriptionForm(forms.ModelForm):
 
 
 @admin.register(PdkSubscription)
-class PdkSubscriptionAdmin(admin.ModelAdmin):
+class PdkSubscriptionAdmin(SiteScopedAdmin):
+    site_paths = ("connection__site",)
     form = PdkSubscriptionForm
     list_display = ["name", "connection", "managed", "state_badge", "active", "topics", "last_synced_at", "error"]
-    list_filter = ["sync_state", "managed", "active", "connection"]
+    list_filter = ["sync_state", "managed", "active", ("connection", admin.RelatedOnlyFieldListFilter)]
     list_select_related = ["connection"]
     search_fields = ["name", "=remote_id"]
     show_full_result_count = False
@@ -354,7 +357,8 @@ class AttemptInline(admin.TabularInline):
 
 
 @admin.register(NotificationRule)
-class NotificationRuleAdmin(admin.ModelAdmin):
+class NotificationRuleAdmin(SiteScopedAdmin):
+    site_paths = ("sites",)  # a rule for every site (none chosen) is a superuser's
     form = NotificationRuleForm
     list_display = ["name", "channel", "active", "triggers", "webhook_state", "created_at"]
     list_filter = ["channel", "active"]
@@ -368,6 +372,14 @@ class NotificationRuleAdmin(admin.ModelAdmin):
         "webhook_disabled_reason",
     ]
     actions = ["rotate_secret", "enable_webhook", "resend_dead"]
+
+    def formfield_for_manytomany(self, db_field, request, **kwargs):
+        sites = visible_site_ids(request)
+        if db_field.name == "sites" and sites is not None:
+            kwargs["queryset"] = Site.objects.filter(pk__in=sites)
+            kwargs["required"] = True  # "every site" is a superuser's rule
+            kwargs["help_text"] = "The sites this rule watches (yours)."
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
 
     def get_fieldsets(self, request, obj=None):
         sections = [(None, {"fields": self.form.Meta.fields})]
@@ -436,7 +448,7 @@ NOTE_COLOURS = {"sent": "#080", "dead": "#b00", "retrying": "#a60", "sending": "
 
 
 @admin.register(Notification)
-class NotificationAdmin(admin.ModelAdmin):
+class NotificationAdmin(SiteScopedAdmin):
     list_display = [
         "id",
         "created_at",
@@ -451,7 +463,13 @@ class NotificationAdmin(admin.ModelAdmin):
         "next_attempt_at",
         "reason",
     ]
-    list_filter = ["status", "channel", "rule", "site", ("created_at", admin.DateFieldListFilter)]
+    list_filter = [
+        "status",
+        "channel",
+        ("rule", admin.RelatedOnlyFieldListFilter),
+        site_filter(),
+        ("created_at", admin.DateFieldListFilter),
+    ]
     list_select_related = ["rule", "site", "alarm", "alarm__lock"]
     search_fields = ["=recipient", "=alarm__id"]
     date_hierarchy = "created_at"
@@ -514,13 +532,14 @@ class NotificationAdmin(admin.ModelAdmin):
 
 
 @admin.register(NotificationAttempt)
-class NotificationAttemptAdmin(admin.ModelAdmin):
+class NotificationAttemptAdmin(SiteScopedAdmin):
+    site_paths = ("notification__site",)
     list_display = ["at", "notification", "number", "status_code", "error", "duration_ms", "succeeded"]
     list_filter = [
         "succeeded",
         "notification__channel",
-        "notification__rule",
-        "notification__site",
+        ("notification__rule", admin.RelatedOnlyFieldListFilter),
+        site_filter("notification__site"),
         ("at", admin.DateFieldListFilter),
     ]
     list_select_related = ["notification"]

@@ -12,6 +12,7 @@ from django.urls import reverse
 from events import processing
 from events.models import Event
 from portal.models import AccessGrant, Activity, Alarm, Lock, Placement, Resident, Site
+from subscriptions.models import NotificationRule
 from tests.vendors import fixture_bytes
 
 pytestmark = pytest.mark.django_db
@@ -258,3 +259,40 @@ def test_csv_export_of_activity_streams_every_page(admin_client, two_buildings):
 def test_the_list_links_to_its_export_with_its_filters(north_manager):
     page = north_manager.get(reverse("admin:portal_alarm_changelist"), {"state__exact": "active"}).content.decode()
     assert reverse("admin:portal_alarm_export") + "?state__exact=active" in page
+
+
+def rule_form(**changes) -> dict:
+    data = {
+        "name": "Front desk",
+        "active": "on",
+        "channel": "email",
+        "emails": "desk@example.com",
+        "alarm_kinds": ["door_forced"],
+        "critical_in_quiet_hours": "on",
+    }
+    return {**data, **changes}
+
+
+def test_a_manager_manages_rules_for_their_sites_only(north_manager, two_buildings):
+    north, south = Site.objects.get(name="North"), Site.objects.get(name="South")
+    add = reverse("admin:subscriptions_notificationrule_add")
+
+    everywhere = north_manager.post(add, rule_form())
+    assert "sites" in everywhere.context["adminform"].form.errors  # "every site" is a superuser's rule
+    elsewhere = north_manager.post(add, rule_form(sites=[south.pk]))
+    assert "sites" in elsewhere.context["adminform"].form.errors
+    assert north_manager.post(add, rule_form(sites=[north.pk])).status_code == 302
+
+    theirs = NotificationRule.objects.get(name="Front desk")
+    other = NotificationRule.objects.create(name="South desk", channel="email", emails=["s@example.com"])
+    other.sites.set([south])
+    assert listed(north_manager, "subscriptions_notificationrule") == [theirs]
+    change = reverse("admin:subscriptions_notificationrule_change", args=[other.pk])
+    assert north_manager.get(change).status_code == 404
+
+
+def test_a_viewer_sees_rules_but_cannot_add_one(north_viewer, two_buildings):
+    north = Site.objects.get(name="North")
+    response = north_viewer.post(reverse("admin:subscriptions_notificationrule_add"), rule_form(sites=[north.pk]))
+    assert response.status_code == 403
+    assert not NotificationRule.objects.exists()

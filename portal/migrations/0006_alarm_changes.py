@@ -5,24 +5,37 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('portal', '0005_roles'),
+        ("portal", "0005_roles"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='AlarmChange',
+            name="AlarmChange",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('change', models.CharField(help_text='raised (again) or cleared', max_length=16)),
-                ('occurrences', models.PositiveIntegerField(help_text="The alarm's occurrence count after this change.")),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('fanned_out_at', models.DateTimeField(blank=True, null=True)),
-                ('alarm', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='changes', to='portal.alarm')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("change", models.CharField(help_text="raised (again) or cleared", max_length=16)),
+                (
+                    "occurrences",
+                    models.PositiveIntegerField(help_text="The alarm's occurrence count after this change."),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("fanned_out_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "alarm",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="changes", to="portal.alarm"
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(condition=models.Q(('fanned_out_at__isnull', True)), fields=['id'], name='alarmchange_pending_idx')],
+                "indexes": [
+                    models.Index(
+                        condition=models.Q(("fanned_out_at__isnull", True)),
+                        fields=["id"],
+                        name="alarmchange_pending_idx",
+                    )
+                ],
             },
         ),
     ]
