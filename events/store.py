@@ -240,10 +240,22 @@ def record_rejection(
 
 
 def safe_headers(headers: Mapping[str, str], endpoint: Endpoint) -> dict[str, str]:
-    """Request headers with every credential replaced, fit to be stored and shown."""
+    """Request headers with every credential replaced, fit to be stored and shown: the headers
+    that carry credentials, and any other carrying one of the endpoint's secrets (a sender still
+    configured for the endpoint's previous mode sends its token where it is no longer read)."""
     module = sources.get(endpoint.source)
     secret = ALWAYS_SECRET_HEADERS | (module.secret_headers(endpoint) if module else set())
-    return {name: REDACTED if name.lower() in secret else _storable(value) for name, value in headers.items()}
+    known = [
+        value for value in (endpoint.secret, endpoint.basic_password, getattr(endpoint, "previous_secret", "")) if value
+    ]
+
+    def carries_secret(value: str) -> bool:
+        return any(credential in value for credential in known)
+
+    return {
+        name: REDACTED if name.lower() in secret or carries_secret(value) else _storable(value)
+        for name, value in headers.items()
+    }
 
 
 def _storable(value: str) -> str:

@@ -9,6 +9,7 @@ from django.db import DatabaseError, DataError, InterfaceError, OperationalError
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import status
+from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.response import Response
 from rest_framework.views import APIView, exception_handler
 
@@ -28,6 +29,17 @@ def _is_json(content_type: str) -> bool:
     return media_type in ("", "application/json") or media_type.endswith("+json")
 
 
+class AnswerInJson(BaseContentNegotiation):
+    """Vendors' Accept headers are whatever their HTTP client sends; the answer is JSON regardless.
+    (DRF's default would refuse a delivery with a 406, and SPK drops an event for good on a 4xx.)"""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+    def select_parser(self, request, parsers):
+        return None  # the body is read raw by the vendor module
+
+
 class WebhookIngressView(APIView):
     """Authenticate, identify and store one delivery; answer 2xx only once it is committed."""
 
@@ -35,6 +47,7 @@ class WebhookIngressView(APIView):
     authentication_classes: list = []
     permission_classes: list = []
     parser_classes: list = []
+    content_negotiation_class = AnswerInJson
 
     def post(self, request, source: str, endpoint_id: str) -> Response:
         module = sources.get(source)

@@ -8,7 +8,7 @@ import pytest
 from events.models import Delivery, Event, RejectedRequest
 from tests.helpers import http_post
 from tests.processes import free_port, gunicorn, port_open, process_env, wait_until
-from tests.vendors import fixture_bytes, with_changes
+from tests.vendors import SPK_TOKEN, fixture_bytes, with_changes
 
 pytestmark = pytest.mark.django_db
 
@@ -193,3 +193,28 @@ def test_chunked_bodies_are_read_and_limited():
         status, answer = send_chunked(too_big)
         assert status == 413, answer
     assert bytes(Delivery.objects.get().body) == body
+
+
+# Found by tests/test_fuzz_ingress.py, kept here by name.
+
+
+@pytest.mark.parametrize("accept", ["text/html", "", "application/xml;q=0.9", "*/ *"])
+def test_any_accept_header_gets_the_json_answer_and_the_event_is_stored(post, endpoint_for, accept):
+    response = post(endpoint_for("pdk"), fixture_bytes("pdk", "door.request.allowed.json"), {"Accept": accept})
+    assert response.status_code == 200 and response.json()["event_id"]
+
+
+def test_json_nested_too_deeply_is_a_400_not_a_500(post, endpoint_for):
+    body = b'{"topic": "door.request.allowed", "id": "1", "body": ' + b'{"a": ' * 900 + b"1" + b"}" * 901
+    assert_problem(post(endpoint_for("spk"), body), 400, "nested deeper")
+
+
+def test_a_token_sent_in_a_header_the_endpoint_does_not_read_is_not_recorded(client, endpoint_for):
+    bearer_endpoint = endpoint_for("spk", token_header="")  # reads Authorization: Bearer only
+    body = fixture_bytes("spk", "AlarmTriggered.json")
+    response = client.post(
+        bearer_endpoint.path, body, content_type="application/json", headers={"X-Api-Key": SPK_TOKEN}
+    )
+    assert response.status_code == 401
+    rejection = RejectedRequest.objects.get()
+    assert SPK_TOKEN not in json.dumps(rejection.headers)

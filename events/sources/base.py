@@ -83,9 +83,32 @@ def parse_json_value(text: str) -> Any:
         if "int_max_str_digits" in str(exc) or "integer string conversion" in str(exc):
             raise ValueError("a number has too many digits") from None
         raise
+    if _too_deep(value):
+        raise ValueError(f"nested deeper than {MAX_NESTING} levels")
     if _UNSTORABLE_ESCAPE.search(text):
         value = replace_unstorable(value)
     return value
+
+
+# No vendor nests its events more than a few levels; much deeper JSON is refused (a 400) before
+# anything walks it recursively (redaction, hashing, the database driver).
+MAX_NESTING = 64
+
+
+def _too_deep(value: Any) -> bool:
+    """Whether the parsed JSON nests deeper than MAX_NESTING, found without recursion."""
+    level = [value]
+    for _ in range(MAX_NESTING + 1):
+        level = [
+            child
+            for container in level
+            if isinstance(container, (dict, list))
+            for child in (container.values() if isinstance(container, dict) else container)
+            if isinstance(child, (dict, list))
+        ]
+        if not level:
+            return False
+    return True
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
