@@ -6,6 +6,7 @@ import logging
 from collections import defaultdict
 from datetime import timedelta
 
+from amqp.exceptions import ChannelError
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import F, Q, QuerySet
@@ -60,13 +61,32 @@ def requeue_stale(unpublished_after: timedelta, republish_after: timedelta, limi
     """Publish pending events nobody published in time, and again those whose task never ran.
 
     The second wait is long on purpose: a task that is merely queued behind a backlog must not be
-    published again and again while it waits.
+    published again and again while it waits. Unless the queue is empty: then a task published
+    that long ago is not waiting anywhere (the broker restarted without its data, say), and the
+    shorter wait applies. A task a worker holds right now may be published twice; processing it
+    twice does nothing the second time.
     """
     now = timezone.now()
+    if broker_queue_length() == 0:
+        republish_after = min(republish_after, unpublished_after)
     stale = Event.objects.filter(
         Q(enqueued_at__isnull=True, received_at__lt=now - unpublished_after) | Q(enqueued_at__lt=now - republish_after)
     )
     return enqueue(stale, limit)
+
+
+def broker_queue_length(queue: str = "celery", connection=None) -> int | None:
+    """Messages waiting in the processing queue, or None when the broker can't say."""
+    from events.tasks import process_events
+
+    try:
+        with connection or process_events.app.connection_for_read() as connection, connection.channel() as channel:
+            return channel.queue_declare(queue=queue, passive=True).message_count
+    except ChannelError as exc:
+        # Redis keeps no empty queue: "no such queue" is an empty one.
+        return 0 if str(getattr(exc, "reply_code", "")) == "404" else None
+    except Exception:  # unreachable, or a transport without passive declares
+        return None
 
 
 def process(event_id: int) -> str | None:

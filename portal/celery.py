@@ -17,7 +17,7 @@ app.autodiscover_tasks()
 app.conf.beat_schedule = {
     "requeue-stale-pending-events": {
         "task": "events.tasks.requeue_pending_events",
-        "schedule": 30.0,
+        "schedule": settings.PORTAL_REQUEUE_EVERY_SECONDS,
     },
     "prune-old-deliveries": {
         "task": "events.tasks.prune_old_records",

@@ -461,9 +461,17 @@ def deliver(pk: int) -> str:
     now = clock.now()
     lease = now + timedelta(seconds=settings.PORTAL_NOTIFY_WEBHOOK_TIMEOUT_SECONDS * 3 + 30)
     # A row left "sending" by a worker that died is due again once its lease has passed.
-    claimed = Notification.objects.filter(
-        Q(status__in=Notification.DUE_STATES) | Q(status=Status.SENDING), pk=pk, next_attempt_at__lte=now
-    ).update(status=Status.SENDING, next_attempt_at=lease)
+    with transaction.atomic():
+        due = Notification.objects.filter(
+            Q(status__in=Notification.DUE_STATES) | Q(status=Status.SENDING), pk=pk, next_attempt_at__lte=now
+        )
+        rule_id = due.values_list("rule_id", flat=True).first()
+        if rule_id is None:
+            return "not due"
+        if _rule_at_capacity(rule_id, now):
+            _try_again_soon(pk)
+            return "waiting: the rule has as many sends in flight as it may"
+        claimed = due.update(status=Status.SENDING, next_attempt_at=lease)
     if not claimed:
         return "not due"
     note = Notification.objects.select_related("rule", "alarm", "alarm__site", "alarm__lock").get(pk=pk)
@@ -520,6 +528,33 @@ def deliver(pk: int) -> str:
         delay = max(delay, min(outcome.retry_after, 24 * 3600))
     note.next_attempt_at = now + timedelta(seconds=delay)
     return _finish(note, Status.RETRYING, outcome.summary())
+
+
+def _rule_at_capacity(rule_id: int, now: datetime) -> bool:
+    """Whether this rule already has its share of sends in flight (a slow receiver is held to it).
+    On PostgreSQL the check and the claim after it are one at a time per rule."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [IN_FLIGHT_LOCK, rule_id % 2**31])
+    in_flight = Notification.objects.filter(
+        rule_id=rule_id, status=Status.SENDING, next_attempt_at__gt=now, channel=NotificationRule.Channel.WEBHOOK
+    )
+    return in_flight.count() >= settings.PORTAL_NOTIFY_MAX_IN_FLIGHT_PER_RULE
+
+
+IN_FLIGHT_LOCK = 0x6E6F7466  # "notf": the advisory lock namespace of the per-rule send limit
+
+
+def _try_again_soon(pk: int) -> None:
+    from subscriptions.tasks import deliver_notification
+
+    def publish():
+        try:
+            deliver_notification.apply_async((pk,), countdown=1)
+        except Exception:  # the sweep sends it later
+            log.warning("could not enqueue notification %s again; the sweep will", pk)
+
+    transaction.on_commit(publish)
 
 
 def _finish(note: Notification, status: str, reason: str) -> str:

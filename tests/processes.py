@@ -79,16 +79,39 @@ def redis_server(port: int, log_name: str = "redis"):
     return running(argv, dict(os.environ), log_name)
 
 
-def celery_worker(env: dict, name: str = "worker", concurrency: int = 1):
+def celery_worker(env: dict, name: str = "worker", concurrency: int = 1, queues: str = "celery,notifications"):
+    """A worker as production runs one; by default it also serves the notifications queue (which
+    production gives a thread-pool worker of its own)."""
     argv = [BIN / "celery", "-A", "portal", "worker", "--pool", "prefork", "--concurrency", str(concurrency)]
+    argv += ["--queues", queues]
     argv += ["--without-gossip", "--without-mingle", "--without-heartbeat", "-n", f"{name}@%h", "-l", "INFO"]
     return running(argv, env, name)
 
 
-def gunicorn(port: int, env: dict, name: str = "gunicorn"):
+def gunicorn(port: int, env: dict, name: str = "gunicorn", workers: int = 1):
     argv = [BIN / "gunicorn", "portal.wsgi", "--config", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}"]
-    return running(argv + ["--workers", "1"], env, name)
+    return running(argv + ["--workers", str(workers)], env, name)
 
 
 def dispatcher(env: dict, name: str = "dispatcher"):
     return running([sys.executable, "manage.py", "dispatch_events"], env, name)
+
+
+def notifier(env: dict, name: str = "notifier", threads: int = 8):
+    """The thread-pool worker that sends notifications, as the Procfile runs it."""
+    argv = [BIN / "celery", "-A", "portal", "worker", "--queues", "notifications", "--pool", "threads"]
+    argv += ["--concurrency", str(threads), "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    return running(argv + ["-n", f"{name}@%h", "-l", "INFO"], env, name)
+
+
+def beat(env: dict, name: str = "beat"):
+    """Celery beat with the portal's schedule (django-celery-beat's DatabaseScheduler)."""
+    return running([BIN / "celery", "-A", "portal", "beat", "-l", "INFO"], env, name)
+
+
+def answers_ping(env: dict, name: str, timeout: float = 3) -> bool:
+    """The liveness probe production runs against a worker: does it answer a remote-control ping?"""
+    destination = f"{name}@{socket.gethostname()}"
+    argv = [BIN / "celery", "-A", "portal", "inspect", "ping", "-d", destination, "--timeout", str(timeout)]
+    done = subprocess.run([str(a) for a in argv], cwd=ROOT, env=env, capture_output=True, timeout=timeout + 30)
+    return done.returncode == 0 and b"pong" in done.stdout

@@ -44,7 +44,14 @@ def environment(settings):
     # database open once the test ends.
     task_postrun.connect(close_connection, weak=False)
     try:
-        with start_worker(app, pool="solo", perform_ping_check=False, loglevel="WARNING", shutdown_timeout=15):
+        with start_worker(
+            app,
+            pool="solo",
+            perform_ping_check=False,
+            loglevel="WARNING",
+            shutdown_timeout=15,
+            queues=["celery", "notifications"],
+        ):
             yield
     finally:
         task_postrun.disconnect(close_connection)

@@ -14,6 +14,7 @@ from django.utils import timezone
 from events import processing
 from events.models import Event
 from events.sources import pdk
+from events.tasks import process_events
 from portal.models import Activity
 from tests.helpers import http_post, make_endpoint
 from tests.processes import celery_worker, dispatcher, free_port, port_open, process_env, redis_server, wait_until
@@ -119,7 +120,8 @@ class TestProcessing:
         other.refresh_from_db()
         assert other.attempts == 2
 
-    def test_requeue_publishes_what_nobody_published_and_what_never_ran(self, post, endpoint_for):
+    def test_requeue_publishes_what_nobody_published_and_what_never_ran(self, post, endpoint_for, monkeypatch):
+        monkeypatch.setattr(processing, "broker_queue_length", lambda: 40)  # a backlog is queued
         endpoint = endpoint_for("pdk")
         names = ["door.request.allowed", "door.request.denied", "door.request.unknown", "door.request.found"]
         fresh, unpublished, queued, lost = (store(post, endpoint, f"{n}.json") for n in names)
@@ -136,6 +138,19 @@ class TestProcessing:
         assert enqueued[fresh.pk] is None
         assert enqueued[unpublished.pk] > now and enqueued[lost.pk] > now
         assert enqueued[queued.pk] < now and enqueued[done.pk] < now
+
+    def test_with_the_queue_empty_a_task_published_a_minute_ago_is_published_again(
+        self, post, endpoint_for, monkeypatch
+    ):
+        monkeypatch.setattr(processing, "broker_queue_length", lambda: 0)  # Redis came back without its data
+        endpoint = endpoint_for("pdk")
+        lost, recent = (store(post, endpoint, f"door.request.{n}.json") for n in ("allowed", "denied"))
+        now = timezone.now()
+        Event.objects.filter(pk=lost.pk).update(enqueued_at=now - timedelta(minutes=5))
+        Event.objects.filter(pk=recent.pk).update(enqueued_at=now - timedelta(seconds=10))
+
+        assert processing.requeue_stale(timedelta(minutes=1), timedelta(minutes=15)) == 1
+        assert Event.objects.get(pk=lost.pk).enqueued_at > now
 
     def test_database_hiccup_in_a_handler_leaves_the_event_pending_for_a_retry(self, post, endpoint_for, pdk_handlers):
         from django.db import OperationalError
@@ -317,3 +332,15 @@ def test_queries_per_event_are_bounded_and_do_not_grow_with_the_batch(post, endp
 
     assert set(outcome.values()) == {"processed"}
     assert len(queries) <= STATEMENTS_PER_TASK + STATEMENTS_PER_DOOR_REQUEST * batch
+
+
+@pytest.mark.slow
+def test_an_empty_queue_is_measured_as_empty_and_a_full_one_as_full():
+    port = free_port()
+    with redis_server(port, "redis-queue-length"):
+        wait_until(lambda: port_open(port), message="redis to start")
+        url = f"redis://127.0.0.1:{port}/0"
+        with process_events.app.connection_for_write(url) as connection:
+            assert processing.broker_queue_length(connection=connection) == 0  # Redis keeps no empty list
+            process_events.apply_async(([1],), connection=connection)
+            assert processing.broker_queue_length(connection=connection) == 1
