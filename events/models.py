@@ -141,6 +141,8 @@ class Event(models.Model):
                 condition=Q(status="pending", enqueued_at__isnull=True),
             ),
             models.Index(fields=["enqueued_at"], name="event_pending_idx", condition=Q(status="pending")),
+            # The admin's search by svix-id.
+            models.Index(fields=["message_id"], name="event_message_idx", condition=~Q(message_id="")),
         ]
 
     def __str__(self) -> str:

@@ -61,7 +61,8 @@ def dashboard(request) -> dict:
         in_endpoint_sites = Q() if sites is None else Q(endpoint__site__in=sites)
         context["event_problems"] = _event_problems(in_endpoint_sites)
         context["chart"] = _events_per_hour(in_endpoint_sites)
-    context["more"] = [figure for figure in (_subscriptions(request, sites),) if figure is not None]
+    figures = (_dead_notifications(request, sites), _subscriptions(request, sites))
+    context["more"] = [figure for figure in figures if figure is not None]
     return context
 
 
@@ -160,6 +161,16 @@ def _events_per_hour(in_sites: Q) -> dict:
                 parts.append({"vendor": vendor, "n": n, "percent": round(100 * n / peak, 1), "url": url})
         bars.append({"hour": hour, "parts": parts, "total": sum(p["n"] for p in parts)})
     return {"bars": bars, "vendors": vendors, "peak": peak, "total": sum(counts.values())}
+
+
+def _dead_notifications(request, sites) -> Figure | None:
+    from subscriptions.models import Notification
+
+    if not request.user.has_perm("subscriptions.view_notification"):
+        return None
+    in_sites = Q() if sites is None else Q(site__in=sites)
+    dead = Notification.objects.filter(in_sites, status=Notification.Status.DEAD).count()
+    return Figure("dead notifications", dead, changelist("subscriptions_notification", status__exact="dead"), "alert")
 
 
 def _subscriptions(request, sites) -> Figure | None:

@@ -197,7 +197,11 @@ class Activity(models.Model):
     class Meta:
         ordering = ["-occurred_at", "-id"]
         verbose_name_plural = "activity"
-        indexes = [models.Index(fields=["lock", "-occurred_at"], name="activity_lock_idx")]
+        indexes = [
+            models.Index(fields=["lock", "-occurred_at"], name="activity_lock_idx"),
+            models.Index(fields=["-occurred_at", "-id"], name="activity_recent_idx"),  # the list's order
+            models.Index(fields=["site", "-occurred_at"], name="activity_site_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.action} {self.result}".strip()
@@ -372,6 +376,7 @@ class Credential(models.Model):
     class Meta:
         ordering = ["-issued_at", "-id"]
         constraints = [models.UniqueConstraint(fields=["vendor", "kind", "external_id"], name="credential_unique")]
+        indexes = [models.Index(fields=["-issued_at", "-id"], name="credential_recent_idx")]  # the list's order
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.label or self.external_id}"

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from events.models import Event
 from portal.models import Alarm, Lock, Site
+from subscriptions.models import Notification, NotificationRule
 
 pytestmark = pytest.mark.django_db
 
@@ -41,6 +42,18 @@ def buildings(endpoint_for):
                 endpoint=endpoint,
                 status="failed",
             )
+    rule = NotificationRule.objects.create(name="desk", channel="email", emails=["desk@example.com"])
+    Notification.objects.create(
+        rule=rule,
+        recipient="desk@example.com",
+        alarm=Alarm.objects.filter(site=north).first(),
+        occurrence="1",
+        channel="email",
+        site=north,
+        status="dead",
+        created_at=timezone.now(),
+        due_at=timezone.now(),
+    )
     return north, south
 
 
@@ -51,6 +64,7 @@ def test_a_superuser_sees_every_site_and_each_figure_links_to_its_list(admin_cli
         ("doors and locks offline", 5),
         ("low batteries", 5),
         ("failed events", 5),
+        ("dead notifications", 1),
         ("North", 2),
         ("South", 3),
     ):
