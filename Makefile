@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/portal
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: run test lint bench-ingest bench-dispatch bench-process bench-notify clean
+.PHONY: run test lint bench bench-ingest bench-dispatch bench-process bench-notify bench-admin clean
 
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+## bench: every benchmark, one table (under 10 minutes on 2 cores)
+bench: $(BIN)/.installed
+	$(BIN)/python benchmarks/bench_all.py
+
 bench-ingest: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_ingest.py
 
@@ -40,6 +44,9 @@ bench-process: $(BIN)/.installed
 
 bench-notify: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_notify.py
+
+bench-admin: $(BIN)/.installed
+	$(BIN)/python benchmarks/bench_admin.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -27,6 +27,8 @@ PORTAL_REQUEUE_AFTER_SECONDS = env.int("PORTAL_REQUEUE_AFTER_SECONDS", default=6
 # ... and publishes again events whose task was sent this long ago and never ran (the message was
 # lost, e.g. with a Redis restart). Longer than a backlog normally takes to drain.
 PORTAL_REPUBLISH_AFTER_SECONDS = env.int("PORTAL_REPUBLISH_AFTER_SECONDS", default=900)
+# How often beat looks for such events (the default of its schedule, editable in the admin).
+PORTAL_REQUEUE_EVERY_SECONDS = env.float("PORTAL_REQUEUE_EVERY_SECONDS", default=30)
 # How often the dispatcher looks for newly committed events.
 PORTAL_DISPATCH_INTERVAL_SECONDS = env.float("PORTAL_DISPATCH_INTERVAL_SECONDS", default=0.2)
 # Events per processing task: one commit per task, so larger batches drain a backlog faster.
@@ -38,6 +40,10 @@ PORTAL_ENDPOINT_CACHE_SECONDS = env.float("PORTAL_ENDPOINT_CACHE_SECONDS", defau
 
 # Routes the bare baseline view the ingest benchmark compares against; off in production.
 PORTAL_BENCHMARK_VIEWS = env.bool("PORTAL_BENCHMARK_VIEWS", default=False)
+# GET /metrics (Prometheus): allowed with "Authorization: Bearer <PORTAL_METRICS_TOKEN>" (unset: no token
+# works) or from these addresses or networks (e.g. 10.0.0.0/8); anything else gets 403.
+PORTAL_METRICS_TOKEN = env("PORTAL_METRICS_TOKEN", default="")
+PORTAL_METRICS_ALLOWED_IPS = env.list("PORTAL_METRICS_ALLOWED_IPS", default=["127.0.0.1", "::1"])
 
 INSTALLED_APPS = [
     "portal.admin_site.PortalAdminConfig",  # django.contrib.admin with the dashboard
@@ -175,6 +181,9 @@ PORTAL_NOTIFY_STORM_WINDOW_SECONDS = env.float("PORTAL_NOTIFY_STORM_WINDOW_SECON
 # A webhook that has failed without a success for this long is disabled and its rule's owner emailed.
 PORTAL_NOTIFY_DISABLE_AFTER_DAYS = env.float("PORTAL_NOTIFY_DISABLE_AFTER_DAYS", default=5)
 PORTAL_NOTIFY_WEBHOOK_TIMEOUT_SECONDS = env.float("PORTAL_NOTIFY_WEBHOOK_TIMEOUT_SECONDS", default=10)
+# Sends one webhook rule may have in flight at once: a slow receiver holds at most this many of the
+# notification worker's threads; its other messages wait a second and try again.
+PORTAL_NOTIFY_MAX_IN_FLIGHT_PER_RULE = env.int("PORTAL_NOTIFY_MAX_IN_FLIGHT_PER_RULE", default=4)
 # How often beat sends the notifications that are due (retries, storm summaries) and the reminders.
 PORTAL_NOTIFY_SWEEP_SECONDS = env.float("PORTAL_NOTIFY_SWEEP_SECONDS", default=5)
 
@@ -199,6 +208,9 @@ elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
         "socket_timeout": 5,
     }
 CELERY_TASK_IGNORE_RESULT = True
+# Sends wait on other people's servers: they have their own queue, served by a thread-pool worker
+# (Procfile: notifier), so a slow receiver never holds up event processing.
+CELERY_TASK_ROUTES = {"subscriptions.tasks.deliver_notification": {"queue": "notifications"}}
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = env.int("CELERY_WORKER_PREFETCH_MULTIPLIER", default=4)
