@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import psycopg
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, OperationalError, connection, connections, models, transaction
+from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connection, connections, models, transaction
 from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 from psycopg.types.json import Jsonb
@@ -68,6 +68,23 @@ post_delete.connect(_forget_endpoint, sender=Endpoint, dispatch_uid="forget-endp
 
 # --- writing ------------------------------------------------------------------------------------
 def record_delivery(endpoint: Endpoint, inbound: Inbound, event: IdentifiedEvent, remote_addr: str | None) -> Stored:
+    """Store the request and, unless it is already known, its event; committed on return.
+
+    A connection kept from before a database outage fails on its first use afterwards: that one
+    failure is answered by a fresh connection and one more try (storing is idempotent), so the
+    first delivery after an outage is not refused. A failure on a fresh connection is an outage.
+    """
+    reused = connection.connection is not None and not connection.in_atomic_block
+    try:
+        return _record_delivery(endpoint, inbound, event, remote_addr)
+    except (OperationalError, InterfaceError):
+        if not reused:
+            raise
+        connection.close()
+        return _record_delivery(endpoint, inbound, event, remote_addr)
+
+
+def _record_delivery(endpoint: Endpoint, inbound: Inbound, event: IdentifiedEvent, remote_addr: str | None) -> Stored:
     """Store the request and, unless it is already known, its event; committed on return.
 
     The unique constraint on (source, dedup_key) decides what is a duplicate, so concurrent

@@ -22,6 +22,7 @@ from django.conf import settings
 from events.models import Delivery, Event
 from portal.models import Activity, Alarm
 from subscriptions.models import Notification, NotificationRule
+from tests import processes
 from tests.helpers import http_post, make_endpoint
 from tests.processes import (
     answers_ping,
@@ -34,7 +35,6 @@ from tests.processes import (
     port_open,
     process_env,
     redis_server,
-    test_database_url,
     wait_until,
 )
 from tests.vendors import SIGNERS, fixture_bytes
@@ -240,7 +240,7 @@ def test_postgresql_unreachable_is_a_quick_503_and_service_resumes_without_a_res
     relay = TcpCut(int(db["PORT"] or 5432))
     relay.restore()
     env = process_env(
-        DATABASE_URL=test_database_url().replace(f":{db['PORT'] or 5432}/", f":{relay.port}/"),
+        DATABASE_URL=processes.test_database_url().replace(f":{db['PORT'] or 5432}/", f":{relay.port}/"),
         PORTAL_ENDPOINT_CACHE_SECONDS="0",
     )
     endpoint = make_endpoint("pdk")
