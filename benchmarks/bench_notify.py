@@ -5,7 +5,8 @@
 
 Uses a fresh PostgreSQL database ``portal_bench_notify`` and Redis db 8 on 127.0.0.1. Starts the
 real processes as production runs them: gunicorn (the ingress), the dispatcher
-(``manage.py dispatch_events``) and one Celery worker (prefork, --concurrency 2). One webhook
+(``manage.py dispatch_events``), one Celery worker (prefork, --concurrency 2) and the notifier
+(the notifications queue, 4 threads), as the Procfile runs them. One webhook
 notification rule (door alarms, every site) points at a receiver on 127.0.0.1 in this process that
 verifies every Standard Webhooks signature with the ``standardwebhooks`` package.
 
@@ -147,6 +148,14 @@ def main():
             env,
             "worker",
         )  # fmt: skip
+        # The sends' own queue, served as the Procfile's notifier serves it: a thread pool.
+        notifier = start(
+            [bin_dir / "celery", "-A", "portal", "worker", "--queues", "notifications", "--pool", "threads",
+             "--concurrency", "4", "--without-gossip", "--without-mingle", "--without-heartbeat",
+             "-n", "notifier@%h", "-l", "WARNING"],
+            env,
+            "notifier",
+        )  # fmt: skip
         try:
             wait_port(port)
             time.sleep(3)  # the dispatcher and the worker up
@@ -198,7 +207,7 @@ def main():
                 time.sleep(0.2)
             time.sleep(1)  # duplicates, if any, would arrive now
         finally:
-            for proc in (worker, dispatcher, gunicorn):
+            for proc in (worker, notifier, dispatcher, gunicorn):
                 stop(proc)
 
     subjects = {}
@@ -217,7 +226,8 @@ def main():
     print(f"Notification benchmark, {time.strftime('%Y-%m-%d')}, os.cpu_count() = {os.cpu_count()}")
     print(
         f"  {args.rate:g} door alarms/s for {args.seconds:g} s ({count} events) POSTed signed to gunicorn "
-        f"({args.web_workers} sync workers); dispatcher; 1 Celery worker (prefork x {args.worker_concurrency})"
+        f"({args.web_workers} sync workers); dispatcher; 1 Celery worker (prefork x {args.worker_concurrency}) "
+        "and the notifier (4 threads)"
     )
     print(f"  ingress errors: {len(errors)}; notifications: {statuses}")
     # Other work on the machine (a test suite, say) shows here: the figures assume an otherwise idle box.
