@@ -175,27 +175,24 @@ def _panel(event):
     return domain.placement(Placement.Kind.PDK_PANEL, _required(event.payload, "panelId", "the event"))
 
 
-def _door_by_id(event, door_id: str, name: str = ""):
-    """PDK names a door (a device) by panel id and device id; its name moves forward in vendor time."""
+def _door_by_id(event, door_id: str, name: str = "", *, naming: bool = False):
+    """PDK names a door (a device) by panel id and device id.
+
+    Its name moves forward in vendor time. Door events are most of PDK's traffic and nearly all
+    repeat the door's name, so only a name that differs is weighed against that time, unless the
+    event is about the device itself (``naming``: notification.device.*), which always is.
+    """
     panel = _panel(event)
     door = domain.lock(NAME, f"{panel.external_id}:{door_id}", place=panel)
-    domain.rename(door, name, _when(event))
+    if naming or name != door.name:
+        domain.rename(door, name, _when(event))
     return door
 
 
 def _door(event):
-    """The door a door.* event is about.
-
-    Door events are most of PDK's traffic and nearly all repeat the door's name: only a name that
-    differs is weighed against the name's vendor time (notification.device.* renames weigh it always).
-    """
+    """The door a door.* event is about."""
     metadata = _dict(event.payload.get("metadata"))
-    name = _text(metadata.get("doorName"))
-    panel = _panel(event)
-    door = domain.lock(NAME, f"{panel.external_id}:{_required(_body(event), 'doorId', 'the body')}", place=panel)
-    if name != door.name:
-        domain.rename(door, name, _when(event))
-    return door
+    return _door_by_id(event, _required(_body(event), "doorId", "the body"), _text(metadata.get("doorName")))
 
 
 def _person(event, person_id):
@@ -380,7 +377,7 @@ def _state(event, change: str) -> dict:
 def _device(change: str):
     def handle(event):
         at, state = _when(event), _state(event, change)
-        door = _door_by_id(event, _required(_body(event), "id", "the body"), _text(state.get("name")))
+        door = _door_by_id(event, _required(_body(event), "id", "the body"), _text(state.get("name")), naming=True)
         config = {k: state[k] for k in DEVICE_FIELDS if k in state}
         if config:
             domain.keep_reading(door, at, "device", merge=True, **config)
