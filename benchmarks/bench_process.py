@@ -272,7 +272,7 @@ def main():
     print(
         f"  drained at {rate:.0f} events/s per worker process ({seconds:.0f} s)  target {TARGET_PER_WORKER}: {verdict}"
     )
-    print("  SQL statements per event (mean / max over 20 of each type, each alone in a task: +4 per task):")
+    print("  SQL statements per event (mean / max over 20 of each type, each alone in a task: +5 per task):")
     for name, (mean, most) in sorted(sample.items()):
         print(f"    {name:40} {mean:5.1f} / {most}")
     print(f"  outcomes: {outcomes}; attempts per event: {sorted(attempts)}")

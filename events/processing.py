@@ -12,7 +12,7 @@ from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from events import sources
+from events import signals, sources
 from events.models import Event
 from portal import domain
 
@@ -121,8 +121,7 @@ def _process_batch(event_ids: list[int], *, isolate: bool) -> dict[int, str]:
             .order_by("pk")
             .only("pk", "source", "event_type", "payload", "occurred_at", "received_at", "attempts", "status")
         )
-        for event in events:
-            _run_handler(event, isolate=isolate)
+        where = {event.pk: _run_handler(event, isolate=isolate) for event in events}
         # One UPDATE per outcome (nearly always just "processed"), not a CASE per row and column.
         outcomes = defaultdict(list)
         for event in events:
@@ -132,11 +131,14 @@ def _process_batch(event_ids: list[int], *, isolate: bool) -> dict[int, str]:
             Event.objects.filter(pk__in=ids).update(
                 status=status, last_error=last_error, attempts=F("attempts") + 1, processed_at=finished_at
             )
+        if processed := [event for event in events if event.status == Event.Status.PROCESSED]:
+            signals.events_processed.send(sender=Event, events=processed, where=where)
     return {event.pk: event.status for event in events}
 
 
-def _run_handler(event: Event, *, isolate: bool) -> None:
-    """Decide the event's outcome: processed, failed (with the reason) or unhandled."""
+def _run_handler(event: Event, *, isolate: bool) -> dict | None:
+    """Decide the event's outcome: processed, failed (with the reason) or unhandled. Returns where
+    the handler found the event happened (domain.handling), if it ran."""
     module = sources.get(event.source)
     handler = module.HANDLERS.get(event.event_type) if module else None
     problem = module.validate(event.event_type, event.payload) if module else None
@@ -145,11 +147,12 @@ def _run_handler(event: Event, *, isolate: bool) -> None:
         event.status, event.last_error = Event.Status.FAILED, f"invalid payload: {problem}"
     elif handler is not None:
         try:
-            if isolate:
-                with transaction.atomic(), domain.rolled_back_together():
+            with domain.handling() as where:
+                if isolate:
+                    with transaction.atomic(), domain.rolled_back_together():
+                        handler(event)
+                else:
                     handler(event)
-            else:
-                handler(event)
         except TRANSIENT_ERRORS:
             raise
         except Exception as exc:  # a bad payload or a bug: visible, replayable, not retried
@@ -159,6 +162,7 @@ def _run_handler(event: Event, *, isolate: bool) -> None:
             event.status, event.last_error = Event.Status.FAILED, f"{exc.__class__.__name__}: {exc}"[:5000]
         else:
             event.status, event.last_error = Event.Status.PROCESSED, ""
+            return where
     elif module and event.event_type in module.IGNORED:
         event.status, event.last_error = Event.Status.PROCESSED, ""
     else:

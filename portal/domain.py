@@ -95,6 +95,35 @@ def rolled_back_together():
         raise
 
 
+# Set while one event's handler runs (handling()): where the event turned out to be, for readers
+# of the event that are not the building model (notification rules scoped to sites).
+_handling: ContextVar[dict | None] = ContextVar("handling", default=None)
+
+
+@contextmanager
+def handling():
+    """Run one event's handler inside; yields where it happened once it is done: the first lock it
+    met (and that lock's site), else the site of the first placement (panel, hub, account) it met."""
+    where = {"lock_id": None, "site_id": None, "placement_site_id": None}
+    token = _handling.set(where)
+    try:
+        yield where
+    finally:
+        _handling.reset(token)
+    placement_site_id = where.pop("placement_site_id")
+    where["site_id"] = where["site_id"] or placement_site_id
+
+
+def _met(*, lock_: Lock | None = None, place: Placement | None = None) -> None:
+    where = _handling.get()
+    if where is None:
+        return
+    if lock_ is not None and where["lock_id"] is None:
+        where["lock_id"], where["site_id"] = lock_.pk, lock_.site_id
+    if place is not None and where["placement_site_id"] is None:
+        where["placement_site_id"] = place.site_id
+
+
 def placement(kind: str, external_id: str, name: str = "") -> Placement:
     work = _unit_of_work.get()
     seen = work["placements"] if work is not None else None
@@ -106,6 +135,7 @@ def placement(kind: str, external_id: str, name: str = "") -> Placement:
     if name and found.name != name:
         Placement.objects.filter(pk=found.pk).update(name=name)
         found.name = name
+    _met(place=found)
     return found
 
 
@@ -162,6 +192,7 @@ def lock(vendor: str, external_id: str, *, name: str = "", place: Placement | No
             defaults = {"name": name, "placement": place, "site_id": place.site_id if place else None}
             found = _row_locked(Lock, {"vendor": vendor, "external_id": external_id}, defaults)
     _adopt(found, name=name, place=place)
+    _met(lock_=found)
     return found
 
 
@@ -289,7 +320,7 @@ def raise_alarm(
         alarm.severity = severity  # escalates, never calms down by itself
     alarm.save(update_fields=["occurrences", "raised_at", "last_raised_at", "raised_by", "severity"])
     AlarmOccurrence.objects.create(alarm=alarm, event=event, occurred_at=at)
-    _announce(alarm, "raised")
+    _announce(alarm, "raised", event)
     return alarm
 
 
@@ -305,7 +336,7 @@ def clear_alarm(kind: str, subject: str, event, at: datetime, *, lock_: Lock | N
     if open_alarm and (open_alarm.raised_at is None or open_alarm.raised_at <= at):
         open_alarm.state, open_alarm.cleared_at, open_alarm.cleared_by = Alarm.State.CLEARED, at, event
         open_alarm.save(update_fields=["state", "cleared_at", "cleared_by"])
-        _announce(open_alarm, "cleared")
+        _announce(open_alarm, "cleared", event)
         return open_alarm
     return Alarm.objects.create(
         kind=kind,
@@ -561,10 +592,11 @@ def keep_fields(obj, **values) -> bool:
     return bool(changed)
 
 
-def _announce(alarm: Alarm, change: str) -> None:
-    """Record the change for the notification rules (in this transaction: durable) and have them
-    told once this transaction commits; a batch of events tells them once, when it commits."""
-    AlarmChange.objects.create(alarm=alarm, change=change, occurrences=alarm.occurrences)
+def _announce(alarm: Alarm, change: str, event) -> None:
+    """Record the change and the event that made it for the notification rules (in this
+    transaction: durable) and have them told once this transaction commits; a batch of events
+    tells them once, when it commits."""
+    AlarmChange.objects.create(alarm=alarm, change=change, occurrences=alarm.occurrences, event=event)
     work = _unit_of_work.get()
     if work is not None:
         work["alarms_changed"] = True

@@ -208,7 +208,7 @@ class PortalCollector:
         model = _notification_model()
         if model is None:
             return []
-        # Gauges: deleting a rule or an alarm deletes its notifications.
+        # Gauges: deleting a rule, an alarm or an event deletes its notifications.
         sent = GaugeMetricFamily("portal_notifications_sent", "Notifications delivered.", labels=["channel"])
         dead = GaugeMetricFamily(
             "portal_notifications_dead", "Notifications given up on after every retry.", labels=["channel"]

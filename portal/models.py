@@ -269,6 +269,14 @@ class AlarmChange(models.Model):
     alarm = models.ForeignKey(Alarm, on_delete=models.CASCADE, related_name="changes")
     change = models.CharField(max_length=16, help_text="raised (again) or cleared")
     occurrences = models.PositiveIntegerField(help_text="The alarm's occurrence count after this change.")
+    event = models.ForeignKey(
+        "events.Event",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="alarm_changes",
+        help_text="The event that made the change: rules that name its type hear of it as this change.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     fanned_out_at = models.DateTimeField(null=True, blank=True)
 

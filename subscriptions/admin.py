@@ -309,7 +309,9 @@ class NotificationRuleForm(forms.ModelForm):
         help_text="None chosen: any kind (with a minimum severity).",
     )
     event_types = CommaListField(
-        required=False, help_text="Vendor event types separated by commas, e.g. door.alarm.forced."
+        required=False,
+        help_text="Vendor event types separated by commas, e.g. door.request.denied, lock.unlocked: each such "
+        "event notifies (one that raises or clears an alarm notifies as that alarm).",
     )
     emails = CommaListField(required=False, help_text="Email addresses separated by commas.")
     quiet_days = forms.TypedMultipleChoiceField(
@@ -457,7 +459,7 @@ class NotificationAdmin(SiteScopedAdmin):
         "channel",
         "recipient",
         "change",
-        "alarm",
+        "about",
         "status_badge",
         "attempts",
         "next_attempt_at",
@@ -470,8 +472,8 @@ class NotificationAdmin(SiteScopedAdmin):
         site_filter(),
         ("created_at", admin.DateFieldListFilter),
     ]
-    list_select_related = ["rule", "site", "alarm", "alarm__lock"]
-    search_fields = ["=recipient", "=alarm__id"]
+    list_select_related = ["rule", "site", "alarm", "alarm__lock", "event"]
+    search_fields = ["=recipient", "=alarm__id", "=event__id"]
     date_hierarchy = "created_at"
     show_full_result_count = False
     inlines = [AttemptInline]
@@ -479,7 +481,7 @@ class NotificationAdmin(SiteScopedAdmin):
     readonly_fields = [
         "rule",
         "recipient",
-        "alarm_link",
+        "about_link",
         "occurrence",
         "change",
         "channel",
@@ -504,6 +506,10 @@ class NotificationAdmin(SiteScopedAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
+    def get_queryset(self, request):
+        # The list names the event; its vendor payload (kilobytes a row) stays in the database.
+        return super().get_queryset(request).defer("event__payload", "event__payload_flags")
+
     @admin.action(description="Resend", permissions=["view"])
     def resend(self, request, queryset):
         count = notifications.resend(queryset)
@@ -519,10 +525,17 @@ class NotificationAdmin(SiteScopedAdmin):
     def status_badge(self, obj: Notification) -> str:
         return format_html('<strong style="color:{}">{}</strong>', NOTE_COLOURS.get(obj.status, "#555"), obj.status)
 
-    @admin.display(description="alarm")
-    def alarm_link(self, obj: Notification) -> str:
-        url = reverse("admin:portal_alarm_change", args=[obj.alarm_id])
-        return format_html('<a href="{}">{}</a>', url, obj.alarm)
+    @admin.display(description="about")
+    def about(self, obj: Notification) -> str:
+        return str(obj.alarm) if obj.alarm_id else str(obj.event)
+
+    @admin.display(description="about")
+    def about_link(self, obj: Notification) -> str:
+        if obj.alarm_id:
+            return format_html(
+                '<a href="{}">{}</a>', reverse("admin:portal_alarm_change", args=[obj.alarm_id]), obj.alarm
+            )
+        return format_html('<a href="{}">{}</a>', reverse("admin:events_event_change", args=[obj.event_id]), obj.event)
 
     @admin.display(description="body")
     def payload_pretty(self, obj: Notification) -> str:

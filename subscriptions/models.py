@@ -428,7 +428,10 @@ class NotificationRule(models.Model):
         choices=[("minor", "minor"), ("major", "major"), ("critical", "critical")],
     )
     event_types = models.JSONField(
-        default=list, blank=True, help_text="Vendor event types (e.g. door.alarm.forced) whose alarms notify."
+        default=list,
+        blank=True,
+        help_text="Vendor event types (e.g. door.request.denied): each such event notifies; one that raises or "
+        "clears an alarm notifies as that alarm.",
     )
     # Channel and recipients.
     channel = models.CharField(max_length=10, choices=Channel.choices, default=Channel.EMAIL)
@@ -462,8 +465,32 @@ class NotificationRule(models.Model):
         notifications.validate_rule(self, users=getattr(self, "_users_for_validation", None))
 
 
+class EventNotice(models.Model):
+    """A processed event whose type some rule names, kept until the rules have heard of it.
+
+    Written in the transaction that processed the event (like portal.AlarmChange for alarms), so
+    a broker that is down at the commit delays the notification instead of losing it.
+    """
+
+    event = models.OneToOneField("events.Event", on_delete=models.CASCADE, related_name="+")
+    # Where its handler found it happened (for events that record no activity: people, hubs, codes).
+    site = models.ForeignKey("portal.Site", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    lock = models.ForeignKey("portal.Lock", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    fanned_out_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["id"], name="eventnotice_pending_idx", condition=models.Q(fanned_out_at__isnull=True)),
+        ]
+
+    def __str__(self) -> str:
+        return f"notice of event {self.event_id}"
+
+
 class Notification(models.Model):
-    """One message to one recipient about one change of one alarm; sent by its own task."""
+    """One message to one recipient about one change of one alarm, or about one event a rule names
+    by type; sent by its own task."""
 
     class Status(models.TextChoices):
         PENDING = "pending"
@@ -478,8 +505,27 @@ class Notification(models.Model):
 
     rule = models.ForeignKey(NotificationRule, on_delete=models.CASCADE, related_name="notifications")
     recipient = models.CharField(max_length=254, help_text="An email address, or 'webhook'.")
-    alarm = models.ForeignKey("portal.Alarm", on_delete=models.CASCADE, related_name="notifications")
-    occurrence = models.CharField(max_length=40, help_text="Which change of the alarm: 1, 2, …, cleared, reminder-1, …")
+    alarm = models.ForeignKey(
+        "portal.Alarm", null=True, blank=True, on_delete=models.CASCADE, related_name="notifications"
+    )
+    event = models.ForeignKey(
+        "events.Event",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="notifications",
+        help_text="For a rule's event type: the event (not an alarm) the message is about.",
+    )
+    occurrence = models.CharField(
+        max_length=40, help_text="Which change of the alarm: 1, 2, …, cleared, reminder-1, …; or event, storm-…"
+    )
+    topic = models.CharField(
+        max_length=320,
+        blank=True,
+        default="",
+        db_default="",  # for rows written by workers still running the release before this field
+        help_text="What storm control counts together: one alarm subject, or one event type at one door or site.",
+    )
     change = models.CharField(max_length=16)
     channel = models.CharField(max_length=10, choices=NotificationRule.Channel.choices)
     site = models.ForeignKey("portal.Site", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
@@ -501,16 +547,27 @@ class Notification(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [
-            models.UniqueConstraint(fields=["rule", "recipient", "alarm", "occurrence"], name="notification_once")
+            models.UniqueConstraint(fields=["rule", "recipient", "alarm", "occurrence"], name="notification_once"),
+            models.UniqueConstraint(
+                fields=["rule", "recipient", "event", "occurrence"],
+                condition=models.Q(event__isnull=False),
+                name="event_notification_once",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(alarm__isnull=True, event__isnull=False)
+                | models.Q(alarm__isnull=False, event__isnull=True),
+                name="notification_about_an_alarm_or_an_event",
+            ),
         ]
         indexes = [
             models.Index(fields=["-created_at", "-id"], name="notification_recent_idx"),
             models.Index(fields=["status", "next_attempt_at"], name="notification_due_idx"),
-            models.Index(fields=["rule", "recipient", "-due_at"], name="notification_storm_idx"),
+            models.Index(fields=["rule", "recipient", "topic", "-due_at"], name="notification_topic_idx"),
         ]
 
     def __str__(self) -> str:
-        return f"{self.change} {self.alarm_id} to {self.recipient}"
+        about = f"alarm {self.alarm_id}" if self.alarm_id else f"event {self.event_id}"
+        return f"{self.change} {about} to {self.recipient}"
 
 
 class NotificationAttempt(models.Model):

@@ -1,4 +1,8 @@
-"""Notification fan-out and delivery: matching rules, storm control, quiet hours, email and signed webhooks."""
+"""Notification fan-out and delivery: matching rules, storm control, quiet hours, email and signed webhooks.
+
+Rules hear of alarm changes (portal.AlarmChange) and of processed events whose type they name
+(EventNotice). An event that raised or cleared an alarm is told once, as that alarm's change.
+"""
 
 from __future__ import annotations
 
@@ -18,20 +22,21 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.mail import EmailMultiAlternatives, send_mail
 from django.core.validators import validate_email
-from django.db import IntegrityError, connection, transaction
-from django.db.models import Q
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
+from django.db.models import F, Q
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
-from portal.models import Alarm, AlarmChange
-from subscriptions.models import Notification, NotificationAttempt, NotificationRule
+from events import sources
+from events.models import Endpoint, Event
+from portal.models import Activity, Alarm, AlarmChange, Lock, Site
+from subscriptions.models import EventNotice, Notification, NotificationAttempt, NotificationRule
 
 log = logging.getLogger(__name__)
 Status = Notification.Status
 SEVERITY_RANK = {"minor": 0, "major": 1, "critical": 2}
 RESPONSE_KEPT = 2048
-STORM_ALARMS = 500  # a subject's alarms storm control looks back over
 
 
 class Clock:
@@ -105,8 +110,14 @@ def validate_rule(rule: NotificationRule, users=None) -> None:
                 "alarm_kinds", f"Unknown alarm kinds: {', '.join(unknown)} (known: {', '.join(alarm_kind_names())})."
             )
     types = rule.event_types if isinstance(rule.event_types, list) else None
-    if types is None or not all(isinstance(t, str) and t.strip() and " " not in t for t in types):
-        problem("event_types", "Event types must be a list of vendor event types without spaces.")
+    if types is None or not all(isinstance(t, str) and t.strip() for t in types):
+        problem("event_types", "Event types must be a list of vendor event type names.")
+    elif unknown := sorted(set(types) - sources.known_event_types()):
+        problem(
+            "event_types",
+            f"Unknown event types: {', '.join(unknown)}. Use the vendors' own type names, as the events list "
+            "shows them, e.g. door.request.denied (PDK), LockOpenRequested (SPK), lock.unlocked (Seam).",
+        )
     if rule.min_severity and rule.min_severity not in SEVERITY_RANK:
         problem("min_severity", "Minimum severity must be minor, major or critical.")
     if not (kinds or rule.min_severity or types):
@@ -158,12 +169,14 @@ def validate_rule(rule: NotificationRule, users=None) -> None:
 # --- matching ------------------------------------------------------------------------------------
 
 
-def rule_matches(rule: NotificationRule, alarm: Alarm, site_ids: set[int]) -> bool:
+def rule_matches(rule: NotificationRule, alarm: Alarm, site_ids: set[int], event_type: str | None = None) -> bool:
+    """Whether a change of this alarm, made by an event of ``event_type``, is news for the rule."""
     if site_ids and alarm.site_id not in site_ids:
         return False
     if rule.event_types:
-        events = {e.event_type for e in (alarm.raised_by, alarm.cleared_by) if e is not None}
-        if events & set(rule.event_types):
+        # The event that made this change, or the one that raised the alarm (its clear is news too).
+        types = {event_type} | {e.event_type for e in (alarm.raised_by, alarm.cleared_by) if e is not None}
+        if types & set(rule.event_types):
             return True
     if not (rule.alarm_kinds or rule.min_severity):
         return False
@@ -172,10 +185,14 @@ def rule_matches(rule: NotificationRule, alarm: Alarm, site_ids: set[int]) -> bo
     return not rule.min_severity or SEVERITY_RANK[alarm.severity] >= SEVERITY_RANK[rule.min_severity]
 
 
-def in_quiet_hours(rule: NotificationRule, alarm: Alarm, at: datetime) -> bool:
+def site_zone(site: Site | None) -> zoneinfo.ZoneInfo:
+    return zoneinfo.ZoneInfo(site.timezone if site else "UTC")
+
+
+def in_quiet_hours(rule: NotificationRule, site: Site | None, at: datetime) -> bool:
     if rule.quiet_start is None or rule.quiet_end is None or not rule.quiet_days:
         return False
-    zone = zoneinfo.ZoneInfo(alarm.site.timezone if alarm.site else "UTC")
+    zone = site_zone(site)
     local = at.astimezone(zone)
     now, day = local.time(), local.weekday()
     start, end = rule.quiet_start, rule.quiet_end
@@ -197,8 +214,9 @@ def recipients(rule: NotificationRule) -> list[str]:
 
 
 def publish_fan_out(**_) -> None:
-    """After a commit that changed alarms (portal.signals): one task fans out what is pending. If
-    the broker is down, the changes wait in the database for the next task or beat's sweep."""
+    """After a commit that changed alarms (portal.signals) or processed events some rule names: one
+    task fans out what is pending. If the broker is down, the changes wait in the database for the
+    next task or beat's sweep."""
     from subscriptions.tasks import fan_out_alarms
 
     try:
@@ -207,47 +225,117 @@ def publish_fan_out(**_) -> None:
         log.warning("could not enqueue the fan-out of alarm changes; beat's sweep will", exc_info=True)
 
 
+def note_events_for_rules(events: list[Event], where: dict[int, dict | None], **_) -> None:
+    """Inside the transaction that processed these events (events.signals): keep those whose type
+    an active rule names, with where they happened, durably with their processing; fan them out
+    once it commits."""
+    wanted: set[str] = set()
+    for types in NotificationRule.objects.filter(active=True).values_list("event_types", flat=True):
+        wanted.update(types or [])
+    notices = [
+        EventNotice(event=event, site_id=(where.get(event.pk) or {}).get("site_id"),
+                    lock_id=(where.get(event.pk) or {}).get("lock_id"))
+        for event in events
+        if event.event_type in wanted
+    ]  # fmt: skip
+    if notices:
+        # A replayed event was noticed the first time: it is not news again.
+        EventNotice.objects.bulk_create(notices, ignore_conflicts=True)
+        transaction.on_commit(publish_fan_out)
+
+
 def fan_out_pending(limit: int = 500) -> list[int]:
-    """Create the notifications for the alarm changes not yet fanned out, oldest first, and publish
-    their sends once this commits; the ids of those sends. Several workers may run it at once:
-    each takes different changes."""
-    with transaction.atomic():
-        changes = list(
-            AlarmChange.objects.filter(fanned_out_at__isnull=True)
-            .order_by("pk")
-            .select_for_update(skip_locked=True)[:limit]
-        )
-        pks = [pk for change in changes for pk in fan_out(change.alarm_id, change.change, change.occurrences)]
-        AlarmChange.objects.filter(pk__in=[change.pk for change in changes]).update(fanned_out_at=clock.now())
-        enqueue(pks)
+    """Create the notifications for the alarm changes and the noticed events not yet fanned out,
+    oldest first, publishing each one's sends as it commits; the ids of those sends.
+
+    One transaction per change: the storm locks it takes (one topic) are held only that long, so
+    workers running this at once never wait on each other in a cycle, and each takes different
+    changes. One that fails (a bug, a bad row) is logged and stays pending for the next run; the
+    others go on.
+    """
+    rules = listening_rules()  # once for the whole run
+    pks: list[int] = []
+    pending = AlarmChange.objects.filter(fanned_out_at__isnull=True)
+    for change_pk in list(pending.order_by("pk").values_list("pk", flat=True)[:limit]):
+
+        def fan_out_change(change_pk=change_pk):
+            change = (
+                pending.filter(pk=change_pk)
+                .annotate(event_type=F("event__event_type"))
+                .select_for_update(skip_locked=True, of=("self",))
+                .first()
+            )
+            if change is None:
+                return []  # another worker has it
+            made = fan_out(change.alarm_id, change.change, change.occurrences, change.event_type, rules)
+            pending.filter(pk=change_pk).update(fanned_out_at=clock.now())
+            return made
+
+        pks += _each_in_its_transaction(fan_out_change, f"alarm change {change_pk}")
+    noticed = EventNotice.objects.filter(fanned_out_at__isnull=True)
+    for notice_pk in list(noticed.order_by("pk").values_list("pk", flat=True)[:limit]):
+
+        def fan_out_notice(notice_pk=notice_pk):
+            notice = noticed.filter(pk=notice_pk).select_for_update(skip_locked=True).first()
+            if notice is None:
+                return []
+            made = fan_out_event(notice, rules)
+            noticed.filter(pk=notice_pk).update(fanned_out_at=clock.now())
+            return made
+
+        pks += _each_in_its_transaction(fan_out_notice, f"event notice {notice_pk}")
     return pks
 
 
-def fan_out(alarm_pk: int, change: str, occurrences: int) -> list[int]:
+def _each_in_its_transaction(work, what: str) -> list[int]:
+    try:
+        with transaction.atomic():
+            made = work()
+            enqueue(made)
+            return made
+    except (OperationalError, InterfaceError):
+        raise  # the database is away: the run stops, and the sweep tries again
+    except Exception:
+        log.exception("could not fan out %s; it stays pending for the next run", what)
+        return []
+
+
+def listening_rules() -> list[NotificationRule]:
+    """The rules that may notify now: active, and not a disabled webhook."""
+    return [
+        rule
+        for rule in NotificationRule.objects.filter(active=True).prefetch_related("sites", "users")
+        if not (rule.channel == NotificationRule.Channel.WEBHOOK and rule.webhook_disabled_at)
+    ]
+
+
+def fan_out(alarm_pk: int, change: str, occurrences: int, event_type: str | None = None, rules=None) -> list[int]:
     """Create the notifications one alarm change calls for; the ids of those to send now.
 
-    ``change`` is "raised" (a raise counted ``occurrences``) or "cleared". Safe to run twice: the
-    (rule, recipient, alarm, occurrence) constraint makes a re-run create nothing.
+    ``change`` is "raised" (a raise counted ``occurrences``) or "cleared", made by an event of
+    ``event_type``. Safe to run twice: the (rule, recipient, alarm, occurrence) constraint makes a
+    re-run create nothing.
     """
     alarm = Alarm.objects.select_related("site", "raised_by", "cleared_by", "lock").filter(pk=alarm_pk).first()
     if alarm is None:
         return []
-    if change == "raised" and alarm.state not in Alarm.OPEN_STATES:
-        return []  # a late raise counted in an episode that is already over
+    # The first raise of an alarm is news even if it was cleared before the rules heard of it (the
+    # clear came in the same batch, or first: events out of order); a raise counted in an alarm
+    # that is over already is not.
+    if change == "raised" and occurrences > 1 and alarm.state not in Alarm.OPEN_STATES:
+        return []
     if change == "cleared" and alarm.state != Alarm.State.CLEARED:
         return []
     now = clock.now()
     to_send: list[int] = []
-    rules = NotificationRule.objects.filter(active=True).prefetch_related("sites", "users")
-    for rule in rules:
-        if rule.channel == NotificationRule.Channel.WEBHOOK and rule.webhook_disabled_at:
+    for rule in listening_rules() if rules is None else rules:
+        # A rule that names the clearing event's type asked for the clear.
+        if change == "cleared" and not (rule.notify_cleared or event_type in rule.event_types):
             continue
-        if change == "cleared" and not rule.notify_cleared:
-            continue
-        if not rule_matches(rule, alarm, {s.pk for s in rule.sites.all()}):
+        if not rule_matches(rule, alarm, {s.pk for s in rule.sites.all()}, event_type):
             continue
         with transaction.atomic():
-            _serialize(rule, alarm)
+            _serialize(rule, alarm_topic(alarm))
             for recipient in recipients(rule):
                 pk = _notify_one(rule, recipient, alarm, change, occurrences, now)
                 if pk:
@@ -255,15 +343,78 @@ def fan_out(alarm_pk: int, change: str, occurrences: int) -> list[int]:
     return to_send
 
 
-def _serialize(rule: NotificationRule, alarm: Alarm) -> None:
-    """One fan-out at a time per (rule, alarm subject): storm decisions read what the last one wrote.
+def fan_out_event(notice: EventNotice, rules=None) -> list[int]:
+    """Create the notifications one noticed event calls for, from the rules that name its type;
+    the ids of those to send now. An event that raised or cleared an alarm is told as that alarm's
+    change (fan_out), never a second time here. Safe to run twice, like fan_out."""
+    event = Event.objects.filter(pk=notice.event_id).first()
+    if event is None or _changed_an_alarm(event.pk):
+        return []
+    rules = [rule for rule in (listening_rules() if rules is None else rules) if event.event_type in rule.event_types]
+    if not rules:
+        return []
+    activity = Activity.objects.select_related("lock", "site").filter(event_id=event.pk).first()
+    lock = (activity.lock if activity else None) or (Lock.objects.filter(pk=notice.lock_id).first())
+    site = (
+        (activity.site if activity else None)
+        or Site.objects.filter(pk=(lock.site_id if lock else None) or notice.site_id).first()
+        or _endpoint_site(event)
+    )
+    topic = f"event:{event.event_type}:" + (f"lock:{lock.pk}" if lock else f"site:{site.pk}" if site else "-")
+    now = clock.now()
+    to_send: list[int] = []
+    for rule in rules:
+        site_ids = {s.pk for s in rule.sites.all()}
+        if site_ids and (site is None or site.pk not in site_ids):
+            continue
+        with transaction.atomic():
+            _serialize(rule, topic)
+            for recipient in recipients(rule):
+                if Notification.objects.filter(
+                    rule=rule, recipient=recipient, event=event, occurrence="event"
+                ).exists():
+                    continue  # a re-run of this fan-out
+                row = Notification(
+                    rule=rule,
+                    recipient=recipient,
+                    event=event,
+                    occurrence="event",
+                    change="event",
+                    channel=rule.channel,
+                    site=site,
+                    topic=topic,
+                    created_at=now,
+                    due_at=now,
+                )
+                if pk := _decide(row, rule, site, now, severity=None):
+                    to_send.append(pk)
+    return to_send
+
+
+def _changed_an_alarm(event_pk: int) -> bool:
+    """Raised (or counted in) an alarm, or cleared one: the rules heard of it as that change. A
+    clear that found nothing open changed nothing: a rule naming its type hears of the event."""
+    return AlarmChange.objects.filter(event_id=event_pk).exists()
+
+
+def _endpoint_site(event: Event) -> Site | None:
+    site_id = Endpoint.objects.filter(pk=event.endpoint_id).values_list("site_id", flat=True).first()
+    return Site.objects.filter(pk=site_id).first() if site_id else None
+
+
+def alarm_topic(alarm: Alarm) -> str:
+    return f"alarm:{alarm.kind}:{alarm.subject}"
+
+
+def _serialize(rule: NotificationRule, topic: str) -> None:
+    """One fan-out at a time per (rule, topic): storm decisions read what the last one wrote.
 
     PostgreSQL: a transaction-scoped advisory lock on just that pair, so fan-outs about other doors
     and the senders updating the rule's webhook health never wait. Elsewhere (SQLite, which has one
     writer anyway): the rule's row.
     """
     if connection.vendor == "postgresql":
-        key = zlib.crc32(f"notify:{rule.pk}:{alarm.kind}:{alarm.subject}".encode())
+        key = zlib.crc32(f"notify:{rule.pk}:{topic}".encode())
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [rule.pk % 2**31, key - 2**31])
     else:
@@ -279,6 +430,7 @@ def _notify_one(rule, recipient, alarm, change, occurrences, now) -> int | None:
         occurrence=occurrence,
         channel=rule.channel,
         site_id=alarm.site_id,
+        topic=alarm_topic(alarm),
         occurrences=alarm.occurrences,
         created_at=now,
         due_at=now,
@@ -300,15 +452,18 @@ def _notify_one(rule, recipient, alarm, change, occurrences, now) -> int | None:
         row.change = "escalated"
     else:
         row.change = "repeated"
+    return _decide(row, rule, alarm.site, now, severity=alarm.severity)
 
-    if in_quiet_hours(rule, alarm, now) and not (
-        rule.critical_in_quiet_hours and alarm.severity == Alarm.Severity.CRITICAL
-    ):
+
+def _decide(row: Notification, rule: NotificationRule, site: Site | None, now: datetime, severity) -> int | None:
+    """Save a new notification as held back (quiet hours), summarised (storm control) or to send
+    now; its id if it is to be sent. Events have no severity: quiet hours hold them all back."""
+    if in_quiet_hours(rule, site, now) and not (rule.critical_in_quiet_hours and severity == Alarm.Severity.CRITICAL):
         row.status, row.reason = Status.SKIPPED, "quiet hours"
         return _insert(row, send=False)
 
     if row.change != "escalated":
-        storm = _storm_digest(rule, recipient, alarm, now)
+        storm = _storm_digest(rule, row, now)
         if storm is not None:
             row.status, row.digest, row.reason = Status.COALESCED, storm, f"storm control: summarised in #{storm.pk}"
             return _insert(row, send=False)
@@ -320,27 +475,27 @@ def _insert(row: Notification, *, send: bool) -> int | None:
     try:
         with transaction.atomic():
             row.save()
-    except IntegrityError:
+    except IntegrityError as exc:
+        if not _is_duplicate(exc):
+            raise
         return None  # a concurrent run made it
     return row.pk if send else None
 
 
-def _storm_digest(rule, recipient, alarm, now) -> Notification | None:
-    """Within the window after the last message about this alarm's subject (door, panel, …), a new
-    one is not sent: it is counted in a summary that goes out when the window ends."""
+def _is_duplicate(exc: IntegrityError) -> bool:
+    """A unique constraint refused the row (PostgreSQL's unique_violation, SQLite's message)."""
+    return getattr(exc.__cause__, "sqlstate", None) == "23505" or "UNIQUE constraint failed" in str(exc)
+
+
+def _storm_digest(rule, row: Notification, now) -> Notification | None:
+    """Within the window after the last message on this row's topic (an alarm's door or panel, an
+    event type at a door), a new one is not sent: it is counted in a summary that goes out when the
+    window ends."""
     window = timedelta(seconds=settings.PORTAL_NOTIFY_STORM_WINDOW_SECONDS)
     if window <= timedelta(0):
         return None
-    # The subject's latest alarms first (a few rows through the alarm index), then their
-    # notifications: never a scan of everything the rule sent in the window.
-    alarms = Alarm.objects.filter(kind=alarm.kind, subject=alarm.subject).order_by("-pk").values_list("pk", flat=True)
     last = (
-        Notification.objects.filter(
-            rule=rule,
-            recipient=recipient,
-            alarm_id__in=list(alarms[:STORM_ALARMS]),
-            due_at__gt=now - window,
-        )
+        Notification.objects.filter(rule=rule, recipient=row.recipient, topic=row.topic, due_at__gt=now - window)
         .exclude(status__in=[Status.COALESCED, Status.SKIPPED])
         .exclude(change="reminder")
         .order_by("-due_at")
@@ -353,13 +508,15 @@ def _storm_digest(rule, recipient, alarm, now) -> Notification | None:
     window_end = last.due_at + window
     digest, _ = Notification.objects.get_or_create(
         rule=rule,
-        recipient=recipient,
-        alarm=alarm,
+        recipient=row.recipient,
+        alarm=row.alarm,
+        event=row.event,
         occurrence=f"storm-{int(window_end.timestamp())}",
         defaults={
             "change": "storm",
             "channel": rule.channel,
-            "site_id": alarm.site_id,
+            "site_id": row.site_id,
+            "topic": row.topic,
             "created_at": now,
             "due_at": window_end,
             "next_attempt_at": window_end,
@@ -385,7 +542,7 @@ def send_reminders() -> int:
         for alarm_id, recipient in heard:
             with transaction.atomic():
                 alarm = Alarm.objects.select_related("site").get(pk=alarm_id)
-                _serialize(rule, alarm)
+                _serialize(rule, alarm_topic(alarm))
                 mine = Notification.objects.filter(rule=rule, recipient=recipient, alarm_id=alarm_id)
                 latest = mine.exclude(status=Status.COALESCED).order_by("-due_at").first()
                 if latest is None or latest.due_at > since:
@@ -399,13 +556,14 @@ def send_reminders() -> int:
                     change="reminder",
                     channel=rule.channel,
                     site_id=alarm.site_id,
+                    topic=alarm_topic(alarm),
                     occurrences=alarm.occurrences,
                     created_at=now,
                     due_at=now,
                     next_attempt_at=now,
                     enqueued_at=now,
                 )
-                if in_quiet_hours(rule, alarm, now) and not (
+                if in_quiet_hours(rule, alarm.site, now) and not (
                     rule.critical_in_quiet_hours and alarm.severity == Alarm.Severity.CRITICAL
                 ):
                     row.status, row.reason, row.next_attempt_at = Status.SKIPPED, "quiet hours", None
@@ -474,7 +632,9 @@ def deliver(pk: int) -> str:
         claimed = due.update(status=Status.SENDING, next_attempt_at=lease)
     if not claimed:
         return "not due"
-    note = Notification.objects.select_related("rule", "alarm", "alarm__site", "alarm__lock").get(pk=pk)
+    note = Notification.objects.select_related("rule", "alarm", "alarm__site", "alarm__lock", "event", "site").get(
+        pk=pk
+    )
     rule, alarm = note.rule, note.alarm
     if note.change == "reminder" and alarm.state != Alarm.State.ACTIVE:
         return _finish(note, Status.SKIPPED, f"alarm {alarm.state} before the reminder went out")
@@ -483,11 +643,15 @@ def deliver(pk: int) -> str:
     if rule.channel == NotificationRule.Channel.WEBHOOK and rule.webhook_disabled_at:
         return _finish(note, Status.DEAD, f"webhook disabled: {rule.webhook_disabled_reason}")
     if note.payload is None:
-        if note.change == "storm":
+        if note.change == "storm" and alarm is not None:
             note.occurrences = note.coalesced.count()
             # The summary tells where the subject stands now (the last flap), not where it began.
             latest = Alarm.objects.filter(kind=alarm.kind, subject=alarm.subject).order_by("-pk").first()
             note.alarm = latest or alarm
+        elif note.change == "storm":
+            note.occurrences = note.coalesced.count()
+            latest = Event.objects.filter(pk=note.coalesced.order_by("-event_id").values("event_id")[:1]).first()
+            note.event = latest or note.event
         # Fixed now and saved with the outcome: every retry sends the same body and webhook-id.
         note.message_id = f"msg_{uuid.uuid4().hex}"
         note.payload = build_payload(note, now)
@@ -641,10 +805,15 @@ TYPES = {
 }
 
 
+EVENT_TYPES = {"event": "event.received", "storm": "event.storm"}
+
+
 def build_payload(note: Notification, now: datetime) -> dict:
+    if note.alarm_id is None:
+        return build_event_payload(note, now)
     alarm = note.alarm
     site, lock = alarm.site, alarm.lock
-    zone = zoneinfo.ZoneInfo(site.timezone if site else "UTC")
+    zone = site_zone(site)
 
     def when(value):
         return value.astimezone(zone).isoformat() if value else None
@@ -659,10 +828,8 @@ def build_payload(note: Notification, now: datetime) -> dict:
             "severity": alarm.severity,
             "state": alarm.state,
             "subject": alarm.subject,
-            "site": {"id": site.pk, "name": site.name, "timezone": site.timezone} if site else None,
-            "lock": {"id": lock.pk, "name": lock.name, "vendor": lock.vendor, "external_id": lock.external_id}
-            if lock
-            else None,
+            "site": _site_data(site),
+            "lock": _lock_data(lock),
             "raised_at": when(alarm.raised_at),
             "last_raised_at": when(alarm.last_raised_at),
             "cleared_at": when(alarm.cleared_at),
@@ -670,6 +837,51 @@ def build_payload(note: Notification, now: datetime) -> dict:
             "notification_id": note.pk,
             "rule": note.rule.name,
             "url": admin_link("admin:portal_alarm_change", alarm.pk),
+        },
+    }
+
+
+def _site_data(site: Site | None) -> dict | None:
+    return {"id": site.pk, "name": site.name, "timezone": site.timezone} if site else None
+
+
+def _lock_data(lock) -> dict | None:
+    return {"id": lock.pk, "name": lock.name, "vendor": lock.vendor, "external_id": lock.external_id} if lock else None
+
+
+def build_event_payload(note: Notification, now: datetime) -> dict:
+    """An event a rule names by type: what happened, where and to whom, and the vendor's event as
+    stored (secrets already redacted). A storm summary carries the latest event and the count."""
+    event, site = note.event, note.site
+    activity = Activity.objects.select_related("lock", "resident").filter(event=event).first()
+    noticed = EventNotice.objects.select_related("lock").filter(event=event).first()
+    lock = (activity.lock if activity else None) or (noticed.lock if noticed else None)
+    zone = site_zone(site)
+    occurred = event.occurred_at or event.received_at
+    return {
+        "type": EVENT_TYPES[note.change],
+        "timestamp": now.isoformat().replace("+00:00", "Z"),
+        "data": {
+            "event_id": event.pk,
+            "source": event.source,
+            "event_type": event.event_type,
+            "occurred_at": occurred.astimezone(zone).isoformat(),
+            "site": _site_data(site),
+            "lock": _lock_data(lock),
+            "activity": {
+                "action": activity.action,
+                "result": activity.result,
+                "method": activity.method,
+                "actor": activity.actor,
+                "resident": activity.resident.name if activity.resident else None,
+            }
+            if activity
+            else None,
+            "occurrences": note.occurrences,
+            "notification_id": note.pk,
+            "rule": note.rule.name,
+            "url": admin_link("admin:events_event_change", event.pk),
+            "payload": event.payload,
         },
     }
 
@@ -729,9 +941,11 @@ def _retry_after(value: str | None) -> float | None:
 
 
 def _send_email(note: Notification) -> Outcome:
+    if note.alarm_id is None:
+        return _send_event_email(note)
     alarm = note.alarm
     data = note.payload["data"]
-    zone = zoneinfo.ZoneInfo(alarm.site.timezone if alarm.site_id else "UTC")
+    zone = site_zone(alarm.site)
     moment = alarm.cleared_at if note.change == "cleared" else alarm.last_raised_at or alarm.raised_at
     context = {
         "note": note,
@@ -746,14 +960,37 @@ def _send_email(note: Notification) -> Outcome:
         "timezone": str(zone),
         "link": data["url"],
     }
+    return _email(note, "alarm", context)
+
+
+def _send_event_email(note: Notification) -> Outcome:
+    """Told from the body fixed at the first try, so every retry says the same."""
+    data = note.payload["data"]
+    activity = data["activity"] or {}
+    where = (data["lock"] or {}).get("name") or (data["lock"] or {}).get("external_id") or ""
+    context = {
+        "note": note,
+        "data": data,
+        "change": note.change,
+        "site": data["site"],
+        "where": where,
+        "activity": activity,
+        "local_time": datetime.fromisoformat(data["occurred_at"]).strftime("%Y-%m-%d %H:%M:%S"),
+        "timezone": data["site"]["timezone"] if data["site"] else "UTC",
+        "link": data["url"],
+    }
+    return _email(note, "event", context)
+
+
+def _email(note: Notification, template: str, context: dict) -> Outcome:
     message = EmailMultiAlternatives(
-        render_to_string("notifications/alarm_subject.txt", context).strip().replace("\n", " "),
-        render_to_string("notifications/alarm.txt", context),
+        render_to_string(f"notifications/{template}_subject.txt", context).strip().replace("\n", " "),
+        render_to_string(f"notifications/{template}.txt", context),
         settings.DEFAULT_FROM_EMAIL,
         [note.recipient],
         headers={"Message-ID": f"<{note.message_id}@portal>"},
     )
-    message.attach_alternative(render_to_string("notifications/alarm.html", context), "text/html")
+    message.attach_alternative(render_to_string(f"notifications/{template}.html", context), "text/html")
     try:
         message.send()
     except Exception as exc:  # SMTP refused, unreachable, …: kept on the attempt and retried

@@ -20,7 +20,7 @@ import pytest
 from django.conf import settings
 
 from events.models import Delivery, Event
-from portal.models import Activity, Alarm
+from portal.models import Activity, Alarm, AlarmChange
 from subscriptions.models import Notification, NotificationRule
 from tests import processes
 from tests.helpers import http_post, make_endpoint
@@ -156,6 +156,9 @@ def test_a_worker_killed_mid_batch_leaves_its_events_to_another_worker_without_d
             assert Event.objects.filter(pk__in=ids, status="pending").exists(), "killed with work in hand"
             with celery_worker(env, name="survivor", concurrency=2):
                 events = drained(ids, timeout=180)
+                # Notifications come after processing: the last batches' fan-outs may still be running.
+                unannounced = AlarmChange.objects.filter(fanned_out_at__isnull=True)
+                wait_until(lambda: not unannounced.exists(), timeout=60, message="the fan-outs")
 
     assert set(events.values_list("status", flat=True)) == {"processed"}
     alarms = Alarm.objects.filter(kind="door_forced")

@@ -15,7 +15,7 @@ from django.core import mail
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
-from events import processing
+from events import processing, sources
 from events.models import Event
 from portal import domain
 from portal.models import Alarm, AlarmChange, Site
@@ -127,7 +127,7 @@ def rule_form_data(**changes) -> dict:
         ({"url": "https://hooks.example.com/x"}, "url", "Only webhook rules"),
         ({"quiet_start": "22:00", "quiet_days": ["0"]}, "quiet_end", "both a start and an end"),
         ({"quiet_start": "22:00", "quiet_end": "06:00"}, "quiet_days", "Choose the days"),
-        ({"event_types": "door alarm"}, "event_types", "without spaces"),
+        ({"event_types": "door alarm"}, "event_types", "Unknown event types: door alarm."),
     ],
 )
 def test_rule_form_shows_each_problem_on_its_field(admin_client, changes, field, message):
@@ -290,6 +290,174 @@ def test_nothing_is_announced_for_a_rolled_back_batch(site, post, endpoint_for, 
     assert not announced.exists() and announced.published == [] and not Alarm.objects.exists()
 
 
+# --- rules on events that are not alarms ---------------------------------------------------------------
+
+
+def test_an_event_type_rule_emails_each_such_event_naming_door_site_who_time_and_link(site, deliver_pdk):
+    email_rule(event_types=["door.request.denied"])
+    event = deliver_pdk("door.request.denied", T0, "d-1")
+    deliver_pdk("door.request.allowed", T0, "a-1")  # not named by the rule
+    assert len(mail.outbox) == 1
+    message = mail.outbox[0]
+    assert message.subject == "door.request.denied (denied) at Door Name, Harbour House"
+    assert "At 2023-11-14 23:13:20 (Europe/Paris)" in message.body  # T0 in the site's timezone
+    assert "Door or lock: Door Name" in message.body and "What: request, denied" in message.body
+    assert f"https://portal.example.com/admin/events/event/{event.pk}/change/" in message.body
+    assert "door.request.denied" in message.alternatives[0][0]
+    note = Notification.objects.get()
+    assert (note.event, note.alarm, note.change, note.status, note.site) == (event, None, "event", "sent", site)
+
+
+def test_the_admin_lists_alarm_and_event_notifications_each_linking_to_what_it_is_about(
+    admin_client, site, deliver_pdk
+):
+    email_rule(event_types=["door.request.denied"], alarm_kinds=["door_forced"])
+    event = deliver_pdk("door.request.denied", T0, "d-1")
+    deliver_pdk("door.alarm.forced", T0, "f-1")
+    listing = admin_client.get(reverse("admin:subscriptions_notification_changelist")).content.decode()
+    assert str(event) in listing and "door_forced on Door Name" in listing
+    note = Notification.objects.get(event=event)
+    page = admin_client.get(reverse("admin:subscriptions_notification_change", args=[note.pk])).content.decode()
+    assert reverse("admin:events_event_change", args=[event.pk]) in page and "event.received" in page
+    found = admin_client.get(reverse("admin:subscriptions_notification_changelist"), {"q": event.pk})
+    assert note in found.context["cl"].result_list  # by the id of its event (or alarm)
+
+
+def test_an_event_that_raises_an_alarm_is_told_once_as_that_alarm(site, deliver_pdk):
+    email_rule(event_types=["door.alarm.forced", "door.request.denied"])
+    deliver_pdk("door.alarm.forced", T0, "f-1")
+    assert [m.subject for m in mail.outbox] == ["Critical: Door forced open at Door Name, Harbour House"]
+    assert Notification.objects.get().alarm.kind == "door_forced"
+
+
+def test_a_rule_naming_the_clearing_event_hears_the_clear_without_asking_for_clears(site, deliver_pdk):
+    email_rule(event_types=["door.alarm.forced.cleared"])
+    deliver_pdk("door.alarm.forced", T0, "f-1")  # the raise's type is not named: no message
+    deliver_pdk("door.alarm.forced.cleared", T0 + 60_000, "f-2")
+    assert [m.subject.split(":")[0] for m in mail.outbox] == ["Cleared"]
+
+
+def test_an_event_that_records_no_activity_is_placed_at_its_panels_site(
+    site, post, endpoint_for, announced, django_capture_on_commit_callbacks
+):
+    email_rule(name="here", event_types=["panel.deleted"]).sites.set([site])
+    email_rule(name="elsewhere", emails=["else@example.com"], event_types=["panel.deleted"]).sites.set(
+        [Site.objects.create(name="Else")]
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        event_id = post(endpoint_for("pdk"), fixture_bytes("pdk", "panel.deleted.json")).json()["event_id"]
+        processing.process(event_id)
+    run_announced(announced)
+    assert [m.to for m in mail.outbox] == [["desk@example.com"]]
+    assert mail.outbox[0].subject == "panel.deleted, Harbour House"
+    note = Notification.objects.get()
+    assert (note.site, note.topic) == (site, f"event:panel.deleted:site:{site.pk}")
+    assert Event.objects.get().endpoint.site is None  # known from the panel its handler met
+
+
+def test_a_door_forced_and_cleared_before_the_fan_out_still_tells_the_raise(
+    site, post, endpoint_for, announced, django_capture_on_commit_callbacks
+):
+    email_rule(alarm_kinds=["door_forced"])
+    endpoint = endpoint_for("pdk")
+    with django_capture_on_commit_callbacks(execute=True):
+        ids = [
+            post(endpoint, fixture_bytes("pdk", f"{topic}.json")).json()["event_id"]
+            for topic in ("door.alarm.forced", "door.alarm.forced.cleared")
+        ]
+        processing.process_batch(ids)  # one batch: the alarm is over before any rule hears of it
+    run_announced(announced)
+    assert [m.subject for m in mail.outbox] == ["Critical: Door forced open at Door Name, Harbour House"]
+    assert "State: cleared" in mail.outbox[0].body
+
+
+def test_event_rules_keep_to_their_sites_and_quiet_hours(site, deliver_pdk):
+    email_rule(name="elsewhere", event_types=["door.request.denied"]).sites.set([Site.objects.create(name="Else")])
+    email_rule(
+        name="quiet", emails=["night@example.com"], event_types=["door.request.denied"],
+        quiet_days=list(range(7)), quiet_start=time(22), quiet_end=time(7),
+    )  # fmt: skip
+    notifications.clock.set(datetime(2024, 3, 4, 22, 30, tzinfo=UTC))  # 23:30 in Paris
+    deliver_pdk("door.request.denied", T0, "d-1")
+    assert mail.outbox == []
+    assert Notification.objects.get().reason == "quiet hours"  # events have no severity to break through
+
+
+def test_a_burst_of_denied_requests_at_one_door_is_one_message_and_a_summary_with_the_count(site, deliver_pdk):
+    email_rule(event_types=["door.request.denied"])
+    for i in range(20):
+        deliver_pdk("door.request.denied", T0 + i * 1000, f"d-{i}")
+        notifications.clock.advance(timedelta(seconds=20))
+    deliver_pdk("door.request.denied", T0, "other-door", door=2)  # another door: its own window
+    assert len(mail.outbox) == 2
+    notifications.clock.advance(timedelta(minutes=5))  # the window ends
+    assert notifications.send_due() == 1
+    summary = Notification.objects.get(change="storm")
+    notifications.deliver(summary.pk)
+    assert (
+        mail.outbox[2].subject == "Again and again (19 more): door.request.denied (denied) at Door Name, Harbour House"
+    )
+    summary.refresh_from_db()
+    assert summary.payload["type"] == "event.storm" and summary.payload["data"]["occurrences"] == 19
+    latest = Event.objects.filter(event_type="door.request.denied").order_by("-occurred_at").first()
+    assert summary.payload["data"]["event_id"] == latest.pk  # the summary tells the latest
+
+
+def test_a_seam_unlock_reaches_a_webhook_rule_signed_with_the_vendor_event(
+    post, endpoint_for, announced, django_capture_on_commit_callbacks
+):
+    site = Site.objects.create(name="Pier 4", timezone="America/New_York")
+    domain.place(domain.placement("seam_account", "00000000-0000-0000-0000-000000000000"), site)
+    with WebhookReceiver() as receiver:
+        rule = NotificationRule(name="unlocks", channel="webhook", url=receiver.url, event_types=["lock.unlocked"])
+        rule.secret = receiver.secret = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+        rule.full_clean()
+        rule.save()
+        with django_capture_on_commit_callbacks(execute=True):
+            event_id = post(endpoint_for("seam"), fixture_bytes("seam", "lock.unlocked.json")).json()["event_id"]
+            processing.process(event_id)
+        run_announced(announced)
+        [got] = receiver.received
+    assert got.verified, got.error
+    assert got.payload["type"] == "event.received"
+    data = got.payload["data"]
+    assert (data["source"], data["event_type"], data["event_id"]) == ("seam", "lock.unlocked", event_id)
+    assert data["site"]["name"] == "Pier 4" and data["occurred_at"] == "2024-12-31T19:00:00-05:00"
+    assert data["activity"]["action"] and data["payload"]["method"] == "keycode"
+    assert data["url"] == f"https://portal.example.com/admin/events/event/{event_id}/change/"
+
+
+def test_an_event_noticed_while_the_broker_is_down_is_sent_by_the_sweep(
+    site, post, endpoint_for, monkeypatch, django_capture_on_commit_callbacks
+):
+    email_rule(event_types=["door.request.denied"])
+    monkeypatch.setattr(tasks.fan_out_alarms, "delay", lambda *a: (_ for _ in ()).throw(ConnectionError("down")))
+    event_id = post(endpoint_for("pdk"), fixture_bytes("pdk", "door.request.denied.json")).json()["event_id"]
+    with django_capture_on_commit_callbacks(execute=True):
+        assert processing.process(event_id) == "processed"
+    assert not Notification.objects.exists()
+    with django_capture_on_commit_callbacks(execute=False):
+        notifications.send_due()  # beat's sweep
+    assert Notification.objects.get().event_id == event_id
+
+
+def test_event_types_a_rule_names_must_be_known_to_a_vendor(admin_client):
+    response = admin_client.post(
+        reverse("admin:subscriptions_notificationrule_add"),
+        rule_form_data(alarm_kinds=[], event_types="door.request.denied, door.request.deneid"),
+    )
+    assert "Unknown event types: door.request.deneid" in " ".join(
+        response.context["adminform"].form.errors["event_types"]
+    )
+    with pytest.raises(CommandError, match="Unknown event types: LockOpened"):
+        run_command(
+            "add", "--name", "Bad", "--channel", "email", "--to", "a@example.com", "--event-types", "LockOpened"
+        )
+    run_command("add", "--name", "Good", "--channel", "email", "--to", "a@example.com",
+                "--event-types", "LockOpenRequested,lock.unlocked,door.request.denied")  # fmt: skip
+    assert NotificationRule.objects.get().event_types == ["LockOpenRequested", "lock.unlocked", "door.request.denied"]
+
+
 # --- quiet hours -------------------------------------------------------------------------------------
 
 
@@ -318,8 +486,8 @@ def test_quiet_hours_can_hold_back_critical_too_and_end_in_the_morning(site, del
 
 def test_quiet_hours_use_the_site_timezone():
     rule = NotificationRule(quiet_days=[0], quiet_start=time(9), quiet_end=time(17))
-    paris = Alarm(site=Site(name="P", timezone="Europe/Paris"))
-    tokyo = Alarm(site=Site(name="T", timezone="Asia/Tokyo"))
+    paris = Site(name="P", timezone="Europe/Paris")
+    tokyo = Site(name="T", timezone="Asia/Tokyo")
     at = datetime(2024, 3, 4, 9, 30, tzinfo=UTC)  # Monday 10:30 Paris, 18:30 Tokyo
     assert notifications.in_quiet_hours(rule, paris, at)
     assert not notifications.in_quiet_hours(rule, tokyo, at)
@@ -415,7 +583,12 @@ def test_every_fixture_processed_twice_notifies_no_more_than_once(
     email_rule(name="all alarms", min_severity="minor", notify_cleared=True)
     with WebhookReceiver() as receiver:
         hook = NotificationRule(
-            name="hook", channel="webhook", url=receiver.url, min_severity="minor", notify_cleared=True
+            name="hook",
+            channel="webhook",
+            url=receiver.url,
+            min_severity="minor",
+            notify_cleared=True,
+            event_types=sorted(sources.known_event_types()),  # and every other event
         )
         hook.secret = receiver.secret = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
         hook.full_clean()
@@ -430,6 +603,7 @@ def test_every_fixture_processed_twice_notifies_no_more_than_once(
         run_announced(announced)
         first = (len(mail.outbox), len(receiver.received), Notification.objects.count())
         assert first[0] > 0 and first[1] > 0
+        assert Notification.objects.filter(event__source="spk").exists()  # events that raise no alarm too
         changes = AlarmChange.objects.count()
 
         # Everything again: every event replayed, every fan-out re-run.

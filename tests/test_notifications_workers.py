@@ -100,6 +100,18 @@ def door_alarm(post, endpoint_for):
     return _raise
 
 
+def test_an_event_the_rule_names_arrives_signed_through_the_worker(receiver, hook_rule, post, endpoint_for):
+    hook_rule.event_types = ["door.request.denied"]
+    hook_rule.save()
+    event_id = post(endpoint_for("pdk"), fixture_bytes("pdk", "door.request.denied.json")).json()["event_id"]
+    assert processing.process(event_id) == "processed"  # its commit publishes the fan-out
+    wait_until(lambda: receiver.received, timeout=30, message="the webhook")
+    got = receiver.received[0]
+    assert got.verified, got.error
+    assert got.payload["type"] == "event.received" and got.payload["data"]["event_id"] == event_id
+    assert wait_for_attempts(1).status == "sent"
+
+
 def attempts_of(note: Notification) -> list:
     return list(note.attempt_set.order_by("number"))
 

@@ -311,7 +311,7 @@ class TestSpkSchemaValidation:
 # The statements one event costs once its door, panel and person exist (the usual case), whatever
 # the batch size: benchmarks/bench_process.py prints the same figure per event type.
 STATEMENTS_PER_DOOR_REQUEST = 5  # panel, door (row lock), person, activity, door's last activity
-STATEMENTS_PER_TASK = 4  # begin, lock the events, record their outcome, commit
+STATEMENTS_PER_TASK = 5  # begin, lock the events, record their outcome, the event types rules name, commit
 
 
 @pytest.mark.django_db

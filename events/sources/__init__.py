@@ -17,3 +17,8 @@ CHOICES = [(module.NAME, module.LABEL) for module in MODULES.values()]
 
 def get(name: str) -> ModuleType | None:
     return MODULES.get(name)
+
+
+def known_event_types() -> set[str]:
+    """Every event type some vendor module handles or deliberately ignores."""
+    return {event_type for module in MODULES.values() for event_type in (*module.HANDLERS, *module.IGNORED)}
