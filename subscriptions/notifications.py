@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import uuid
 import zlib
@@ -246,58 +247,71 @@ def note_events_for_rules(events: list[Event], where: dict[int, dict | None], **
 
 def fan_out_pending(limit: int = 500) -> list[int]:
     """Create the notifications for the alarm changes and the noticed events not yet fanned out,
-    oldest first, publishing each one's sends as it commits; the ids of those sends.
+    oldest first, and publish their sends once each batch commits; the ids of those sends.
 
-    One transaction per change: the storm locks it takes (one topic) are held only that long, so
-    workers running this at once never wait on each other in a cycle, and each takes different
-    changes. One that fails (a bug, a bad row) is logged and stays pending for the next run; the
-    others go on.
+    Several workers may run it at once: each claims different changes (SKIP LOCKED), and takes the
+    storm locks of all the topics its batch touches first, in one fixed order, so two batches never
+    wait on each other in a cycle. A change that fails (a bug, a bad row) is logged and stays
+    pending for the next run; the rest of its batch goes on.
     """
     rules = listening_rules()  # once for the whole run
-    pks: list[int] = []
-    pending = AlarmChange.objects.filter(fanned_out_at__isnull=True)
-    for change_pk in list(pending.order_by("pk").values_list("pk", flat=True)[:limit]):
-
-        def fan_out_change(change_pk=change_pk):
-            change = (
-                pending.filter(pk=change_pk)
-                .annotate(event_type=F("event__event_type"))
-                .select_for_update(skip_locked=True, of=("self",))
-                .first()
+    with transaction.atomic():
+        changes = list(
+            AlarmChange.objects.filter(fanned_out_at__isnull=True)
+            .annotate(event_type=F("event__event_type"))
+            .order_by("pk")
+            .select_for_update(skip_locked=True, of=("self",))[:limit]
+        )
+        alarms = Alarm.objects.select_related("site", "raised_by", "cleared_by", "lock").in_bulk(
+            {change.alarm_id for change in changes}
+        )
+        _lock_topics(alarm_topic(alarm) for alarm in alarms.values())
+        pks, done = [], []
+        for change in changes:
+            made = _isolated(
+                lambda change=change: fan_out(
+                    change.alarm_id, change.change, change.occurrences, change.event_type, rules,
+                    alarm=alarms.get(change.alarm_id),
+                ),
+                f"alarm change {change.pk}",
+            )  # fmt: skip
+            if made is not None:
+                pks += made
+                done.append(change.pk)
+        AlarmChange.objects.filter(pk__in=done).update(fanned_out_at=clock.now())
+        enqueue(pks)
+    with transaction.atomic():
+        notices = list(
+            EventNotice.objects.filter(fanned_out_at__isnull=True)
+            .select_related("event", "site", "lock")
+            .order_by("pk")
+            .select_for_update(skip_locked=True, of=("self",))[:limit]
+        )
+        whereabouts = {notice.pk: event_whereabouts(notice) for notice in notices}
+        _lock_topics(where.topic for where in whereabouts.values())
+        made_here, done = [], []
+        for notice in notices:
+            made = _isolated(
+                lambda notice=notice: fan_out_event(notice, rules, whereabouts[notice.pk]), f"event notice {notice.pk}"
             )
-            if change is None:
-                return []  # another worker has it
-            made = fan_out(change.alarm_id, change.change, change.occurrences, change.event_type, rules)
-            pending.filter(pk=change_pk).update(fanned_out_at=clock.now())
-            return made
-
-        pks += _each_in_its_transaction(fan_out_change, f"alarm change {change_pk}")
-    noticed = EventNotice.objects.filter(fanned_out_at__isnull=True)
-    for notice_pk in list(noticed.order_by("pk").values_list("pk", flat=True)[:limit]):
-
-        def fan_out_notice(notice_pk=notice_pk):
-            notice = noticed.filter(pk=notice_pk).select_for_update(skip_locked=True).first()
-            if notice is None:
-                return []
-            made = fan_out_event(notice, rules)
-            noticed.filter(pk=notice_pk).update(fanned_out_at=clock.now())
-            return made
-
-        pks += _each_in_its_transaction(fan_out_notice, f"event notice {notice_pk}")
-    return pks
+            if made is not None:
+                made_here += made
+                done.append(notice.pk)
+        EventNotice.objects.filter(pk__in=done).update(fanned_out_at=clock.now())
+        enqueue(made_here)
+    return pks + made_here
 
 
-def _each_in_its_transaction(work, what: str) -> list[int]:
+def _isolated(work, what: str) -> list[int] | None:
+    """Run one change's fan-out in a savepoint; None if it failed (logged; it stays pending)."""
     try:
         with transaction.atomic():
-            made = work()
-            enqueue(made)
-            return made
+            return work()
     except (OperationalError, InterfaceError):
         raise  # the database is away: the run stops, and the sweep tries again
     except Exception:
         log.exception("could not fan out %s; it stays pending for the next run", what)
-        return []
+        return None
 
 
 def listening_rules() -> list[NotificationRule]:
@@ -309,14 +323,17 @@ def listening_rules() -> list[NotificationRule]:
     ]
 
 
-def fan_out(alarm_pk: int, change: str, occurrences: int, event_type: str | None = None, rules=None) -> list[int]:
+def fan_out(
+    alarm_pk: int, change: str, occurrences: int, event_type: str | None = None, rules=None, *, alarm=None
+) -> list[int]:
     """Create the notifications one alarm change calls for; the ids of those to send now.
 
     ``change`` is "raised" (a raise counted ``occurrences``) or "cleared", made by an event of
     ``event_type``. Safe to run twice: the (rule, recipient, alarm, occurrence) constraint makes a
     re-run create nothing.
     """
-    alarm = Alarm.objects.select_related("site", "raised_by", "cleared_by", "lock").filter(pk=alarm_pk).first()
+    if alarm is None:
+        alarm = Alarm.objects.select_related("site", "raised_by", "cleared_by", "lock").filter(pk=alarm_pk).first()
     if alarm is None:
         return []
     # The first raise of an alarm is news even if it was cleared before the rules heard of it (the
@@ -334,8 +351,8 @@ def fan_out(alarm_pk: int, change: str, occurrences: int, event_type: str | None
             continue
         if not rule_matches(rule, alarm, {s.pk for s in rule.sites.all()}, event_type):
             continue
-        with transaction.atomic():
-            _serialize(rule, alarm_topic(alarm))
+        with transaction.atomic(savepoint=False):  # the storm lock lasts until the caller commits
+            _serialize(alarm_topic(alarm))
             for recipient in recipients(rule):
                 pk = _notify_one(rule, recipient, alarm, change, occurrences, now)
                 if pk:
@@ -343,32 +360,44 @@ def fan_out(alarm_pk: int, change: str, occurrences: int, event_type: str | None
     return to_send
 
 
-def fan_out_event(notice: EventNotice, rules=None) -> list[int]:
+class Whereabouts:
+    """Where a noticed event happened, as the notifications tell it, and its storm topic."""
+
+    def __init__(self, event: Event, site: Site | None, lock: Lock | None):
+        self.event, self.site, self.lock = event, site, lock
+        self.topic = f"event:{event.event_type}:" + (f"lock:{lock.pk}" if lock else f"site:{site.pk}" if site else "-")
+
+
+def event_whereabouts(notice: EventNotice) -> Whereabouts:
+    """The door of the event's activity, else the first lock its handler touched; the site of that
+    activity or lock, else of the panel, hub or account it met, else of the delivering endpoint."""
+    event = notice.event
+    activity = Activity.objects.select_related("lock", "site").filter(event_id=event.pk).first()
+    lock = (activity.lock if activity else None) or notice.lock
+    site = (activity.site if activity else None) or (lock.site if lock and lock.site_id else None)
+    return Whereabouts(event, site or notice.site or _endpoint_site(event), lock)
+
+
+def fan_out_event(notice: EventNotice, rules=None, where: Whereabouts | None = None) -> list[int]:
     """Create the notifications one noticed event calls for, from the rules that name its type;
     the ids of those to send now. An event that raised or cleared an alarm is told as that alarm's
     change (fan_out), never a second time here. Safe to run twice, like fan_out."""
-    event = Event.objects.filter(pk=notice.event_id).first()
-    if event is None or _changed_an_alarm(event.pk):
+    event = notice.event
+    if _changed_an_alarm(event.pk):
         return []
     rules = [rule for rule in (listening_rules() if rules is None else rules) if event.event_type in rule.event_types]
     if not rules:
         return []
-    activity = Activity.objects.select_related("lock", "site").filter(event_id=event.pk).first()
-    lock = (activity.lock if activity else None) or (Lock.objects.filter(pk=notice.lock_id).first())
-    site = (
-        (activity.site if activity else None)
-        or Site.objects.filter(pk=(lock.site_id if lock else None) or notice.site_id).first()
-        or _endpoint_site(event)
-    )
-    topic = f"event:{event.event_type}:" + (f"lock:{lock.pk}" if lock else f"site:{site.pk}" if site else "-")
+    where = where or event_whereabouts(notice)
+    site, topic = where.site, where.topic
     now = clock.now()
     to_send: list[int] = []
     for rule in rules:
         site_ids = {s.pk for s in rule.sites.all()}
         if site_ids and (site is None or site.pk not in site_ids):
             continue
-        with transaction.atomic():
-            _serialize(rule, topic)
+        with transaction.atomic(savepoint=False):
+            _serialize(topic)
             for recipient in recipients(rule):
                 if Notification.objects.filter(
                     rule=rule, recipient=recipient, event=event, occurrence="event"
@@ -406,19 +435,29 @@ def alarm_topic(alarm: Alarm) -> str:
     return f"alarm:{alarm.kind}:{alarm.subject}"
 
 
-def _serialize(rule: NotificationRule, topic: str) -> None:
-    """One fan-out at a time per (rule, topic): storm decisions read what the last one wrote.
+STORM_LOCK = 0x73746F72  # "stor": the advisory lock namespace of storm decisions
 
-    PostgreSQL: a transaction-scoped advisory lock on just that pair, so fan-outs about other doors
-    and the senders updating the rule's webhook health never wait. Elsewhere (SQLite, which has one
-    writer anyway): the rule's row.
+
+def _topic_key(topic: str) -> int:
+    return zlib.crc32(f"notify:{topic}".encode()) - 2**31
+
+
+def _serialize(topic: str) -> None:
+    """One fan-out at a time per topic: storm decisions read what the last one wrote.
+
+    PostgreSQL: a transaction-scoped advisory lock on just that topic, so fan-outs about other doors
+    and the senders never wait. Elsewhere (SQLite) nothing: it has one writer at a time anyway.
     """
-    if connection.vendor == "postgresql":
-        key = zlib.crc32(f"notify:{rule.pk}:{topic}".encode())
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [rule.pk % 2**31, key - 2**31])
-    else:
-        NotificationRule.objects.select_for_update().filter(pk=rule.pk).first()
+    _lock_topics([topic])
+
+
+def _lock_topics(topics) -> None:
+    """Take the storm locks of these topics, in one fixed order (every batch does the same)."""
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        for key in sorted({_topic_key(topic) for topic in topics}):
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [STORM_LOCK, key])
 
 
 def _notify_one(rule, recipient, alarm, change, occurrences, now) -> int | None:
@@ -542,7 +581,7 @@ def send_reminders() -> int:
         for alarm_id, recipient in heard:
             with transaction.atomic():
                 alarm = Alarm.objects.select_related("site").get(pk=alarm_id)
-                _serialize(rule, alarm_topic(alarm))
+                _serialize(alarm_topic(alarm))
                 mine = Notification.objects.filter(rule=rule, recipient=recipient, alarm_id=alarm_id)
                 latest = mine.exclude(status=Status.COALESCED).order_by("-due_at").first()
                 if latest is None or latest.due_at > since:
@@ -632,9 +671,8 @@ def deliver(pk: int) -> str:
         claimed = due.update(status=Status.SENDING, next_attempt_at=lease)
     if not claimed:
         return "not due"
-    note = Notification.objects.select_related("rule", "alarm", "alarm__site", "alarm__lock", "event", "site").get(
-        pk=pk
-    )
+    # An event notification reads its event (and the vendor payload) when it builds its body.
+    note = Notification.objects.select_related("rule", "alarm", "alarm__site", "alarm__lock", "site").get(pk=pk)
     rule, alarm = note.rule, note.alarm
     if note.change == "reminder" and alarm.state != Alarm.State.ACTIVE:
         return _finish(note, Status.SKIPPED, f"alarm {alarm.state} before the reminder went out")
@@ -909,7 +947,7 @@ def _post_webhook(note: Notification, rule: NotificationRule) -> Outcome:
     headers = {"Content-Type": "application/json", "User-Agent": "portal-notifications/1"}
     headers |= sign(rule.secret, note.message_id, body)
     try:
-        with requests.post(
+        with _http_session().post(
             rule.url,
             data=body.encode(),
             headers=headers,
@@ -925,6 +963,16 @@ def _post_webhook(note: Notification, rule: NotificationRule) -> Outcome:
             return Outcome(200 <= response.status_code < 300, response.status_code, "", text, retry_after)
     except requests.RequestException as exc:
         return Outcome(error=f"{exc.__class__.__name__}: {exc}")
+
+
+_http = threading.local()
+
+
+def _http_session() -> requests.Session:
+    """One session per sending thread: its connections to receivers are kept alive and reused."""
+    if getattr(_http, "session", None) is None:
+        _http.session = requests.Session()
+    return _http.session
 
 
 def _retry_after(value: str | None) -> float | None:
