@@ -297,28 +297,32 @@ def raise_alarm(
     alarms = Alarm.objects.select_for_update().filter(kind=kind, subject=subject)
     alarm = alarms.filter(state=Alarm.State.CLEARED, cleared_at__gte=at).order_by("cleared_at").first()
     alarm = alarm or alarms.filter(state__in=Alarm.OPEN_STATES).first()
+    opened = False
     if alarm is None:
         try:
             with transaction.atomic():
                 alarm = Alarm.objects.create(
                     kind=kind,
                     subject=subject,
-                    severity=ALARM_KINDS[kind][1],
+                    severity=max(filter(None, (ALARM_KINDS[kind][1], severity)), key=SEVERITY_RANK.__getitem__),
                     lock=lock_,
                     site_id=lock_.site_id if lock_ else site_id,
                     raised_at=at,
                     last_raised_at=at,
                     raised_by=event,
+                    occurrences=1,
                 )
+            opened = True
         except IntegrityError:  # opened by a concurrent worker a moment ago
             alarm = alarms.get(state__in=Alarm.OPEN_STATES)
-    alarm.occurrences += 1
-    alarm.raised_at = min(filter(None, (alarm.raised_at, at)))
-    alarm.last_raised_at = max(filter(None, (alarm.last_raised_at, at)))
-    alarm.raised_by = alarm.raised_by or event
-    if severity and SEVERITY_RANK[severity] > SEVERITY_RANK[alarm.severity]:
-        alarm.severity = severity  # escalates, never calms down by itself
-    alarm.save(update_fields=["occurrences", "raised_at", "last_raised_at", "raised_by", "severity"])
+    if not opened:  # one more occurrence of an open alarm, or of the cleared episode it belongs to
+        alarm.occurrences += 1
+        alarm.raised_at = min(filter(None, (alarm.raised_at, at)))
+        alarm.last_raised_at = max(filter(None, (alarm.last_raised_at, at)))
+        alarm.raised_by = alarm.raised_by or event
+        if severity and SEVERITY_RANK[severity] > SEVERITY_RANK[alarm.severity]:
+            alarm.severity = severity  # escalates, never calms down by itself
+        alarm.save(update_fields=["occurrences", "raised_at", "last_raised_at", "raised_by", "severity"])
     AlarmOccurrence.objects.create(alarm=alarm, event=event, occurred_at=at)
     _announce(alarm, "raised", event)
     return alarm

@@ -477,21 +477,24 @@ def _notify_one(rule, recipient, alarm, change, occurrences, now) -> int | None:
     mine = Notification.objects.filter(rule=rule, recipient=recipient)
     if mine.filter(alarm=alarm, occurrence=occurrence).exists():
         return None  # a re-run of this fan-out
-    last_severity = (
-        mine.filter(alarm=alarm, status__in=[Status.SENT, Status.PENDING, Status.RETRYING, Status.SENDING, Status.DEAD])
-        .order_by("-due_at")
-        .values_list("payload__data__severity", flat=True)
-        .first()
-    )
     if change == "cleared":
         row.change = "cleared"
     elif occurrences <= 1:
         row.change = "raised"
-    elif last_severity and SEVERITY_RANK.get(last_severity, 0) < SEVERITY_RANK[alarm.severity]:
+    elif _escalated_since_told(mine, alarm):
         row.change = "escalated"
     else:
         row.change = "repeated"
     return _decide(row, rule, alarm.site, now, severity=alarm.severity)
+
+
+def _escalated_since_told(mine, alarm: Alarm) -> bool:
+    """Whether the alarm is more severe now than in the last message this recipient got about it."""
+    told = mine.filter(
+        alarm=alarm, status__in=[Status.SENT, Status.PENDING, Status.RETRYING, Status.SENDING, Status.DEAD]
+    )
+    last = told.order_by("-due_at").values_list("payload__data__severity", flat=True).first()
+    return bool(last) and SEVERITY_RANK.get(last, 0) < SEVERITY_RANK[alarm.severity]
 
 
 def _decide(row: Notification, rule: NotificationRule, site: Site | None, now: datetime, severity) -> int | None:
