@@ -49,7 +49,7 @@ def find_endpoint(endpoint_id: str) -> Endpoint | None:
     cached = _endpoint_cache.get(endpoint_id)
     if cached and cached[0] > now:
         return cached[1]
-    endpoint = Endpoint.objects.filter(pk=endpoint_id).first()
+    endpoint = once_more_on_a_stale_connection(Endpoint.objects.filter(pk=endpoint_id).first)
     # Only real endpoints are cached: posts to random ids must not push them out.
     if endpoint is not None and ttl > 0:
         if len(_endpoint_cache) >= _ENDPOINT_CACHE_LIMIT:
@@ -67,21 +67,25 @@ post_delete.connect(_forget_endpoint, sender=Endpoint, dispatch_uid="forget-endp
 
 
 # --- writing ------------------------------------------------------------------------------------
-def record_delivery(endpoint: Endpoint, inbound: Inbound, event: IdentifiedEvent, remote_addr: str | None) -> Stored:
-    """Store the request and, unless it is already known, its event; committed on return.
-
-    A connection kept from before a database outage fails on its first use afterwards: that one
-    failure is answered by a fresh connection and one more try (storing is idempotent), so the
-    first delivery after an outage is not refused. A failure on a fresh connection is an outage.
+def once_more_on_a_stale_connection(work):
+    """Run ``work`` (idempotent); a connection kept from before a database outage fails on its
+    first use afterwards: that one failure is answered by a fresh connection and one more try, so
+    the first delivery after an outage is not refused. A failure on a fresh connection is an outage.
     """
     reused = connection.connection is not None and not connection.in_atomic_block
     try:
-        return _record_delivery(endpoint, inbound, event, remote_addr)
+        return work()
     except (OperationalError, InterfaceError):
         if not reused:
             raise
         connection.close()
-        return _record_delivery(endpoint, inbound, event, remote_addr)
+        return work()
+
+
+def record_delivery(endpoint: Endpoint, inbound: Inbound, event: IdentifiedEvent, remote_addr: str | None) -> Stored:
+    """Store the request and, unless it is already known, its event; committed on return (storing
+    is idempotent: a stale connection gets one more try)."""
+    return once_more_on_a_stale_connection(lambda: _record_delivery(endpoint, inbound, event, remote_addr))
 
 
 def _record_delivery(endpoint: Endpoint, inbound: Inbound, event: IdentifiedEvent, remote_addr: str | None) -> Stored:

@@ -152,16 +152,17 @@ def place(found: Placement, site: Site | None) -> Placement:
     return found
 
 
-def _row_locked(model: type[Row], keys: dict, defaults: dict) -> Row:
+def _row_locked(model: type[Row], keys: dict, defaults: dict, *, looked_already: bool = False) -> Row:
     """The row with these keys, created on first sight and row-locked for the rest of the
     transaction, so events for one thing handled by two workers at once apply one after the other.
     One query when the row exists (the usual case)."""
     rows = model.objects.select_for_update().filter(**keys).order_by("pk")
-    found = rows.first()
+    found = None if looked_already else rows.first()  # looked_already: the caller's lookup found none
     if found is None:
         try:
             with transaction.atomic():
-                model.objects.create(**keys, **defaults)
+                # Nobody else can see, let alone lock, a row until our transaction commits.
+                return model.objects.create(**keys, **defaults)
         except IntegrityError:
             pass  # created by a concurrent worker: ours is the same row
         found = rows.get()
@@ -190,7 +191,8 @@ def lock(vendor: str, external_id: str, *, name: str = "", place: Placement | No
             found = Lock.objects.select_for_update().get(pk=alias_id)
         else:
             defaults = {"name": name, "placement": place, "site_id": place.site_id if place else None}
-            found = _row_locked(Lock, {"vendor": vendor, "external_id": external_id}, defaults)
+            keys = {"vendor": vendor, "external_id": external_id}
+            found = _row_locked(Lock, keys, defaults, looked_already=True)
     _adopt(found, name=name, place=place)
     _met(lock_=found)
     return found

@@ -271,7 +271,7 @@ def fan_out_pending(limit: int = 500) -> list[int]:
             made = _isolated(
                 lambda change=change: fan_out(
                     change.alarm_id, change.change, change.occurrences, change.event_type, rules,
-                    alarm=alarms.get(change.alarm_id),
+                    alarm=alarms.get(change.alarm_id), storm_locked=True,
                 ),
                 f"alarm change {change.pk}",
             )  # fmt: skip
@@ -292,7 +292,8 @@ def fan_out_pending(limit: int = 500) -> list[int]:
         made_here, done = [], []
         for notice in notices:
             made = _isolated(
-                lambda notice=notice: fan_out_event(notice, rules, whereabouts[notice.pk]), f"event notice {notice.pk}"
+                lambda notice=notice: fan_out_event(notice, rules, whereabouts[notice.pk], storm_locked=True),
+                f"event notice {notice.pk}",
             )
             if made is not None:
                 made_here += made
@@ -324,13 +325,20 @@ def listening_rules() -> list[NotificationRule]:
 
 
 def fan_out(
-    alarm_pk: int, change: str, occurrences: int, event_type: str | None = None, rules=None, *, alarm=None
+    alarm_pk: int,
+    change: str,
+    occurrences: int,
+    event_type: str | None = None,
+    rules=None,
+    *,
+    alarm=None,
+    storm_locked: bool = False,
 ) -> list[int]:
     """Create the notifications one alarm change calls for; the ids of those to send now.
 
     ``change`` is "raised" (a raise counted ``occurrences``) or "cleared", made by an event of
     ``event_type``. Safe to run twice: the (rule, recipient, alarm, occurrence) constraint makes a
-    re-run create nothing.
+    re-run create nothing. ``storm_locked``: the caller holds the topic's storm lock already.
     """
     if alarm is None:
         alarm = Alarm.objects.select_related("site", "raised_by", "cleared_by", "lock").filter(pk=alarm_pk).first()
@@ -352,7 +360,8 @@ def fan_out(
         if not rule_matches(rule, alarm, {s.pk for s in rule.sites.all()}, event_type):
             continue
         with transaction.atomic(savepoint=False):  # the storm lock lasts until the caller commits
-            _serialize(alarm_topic(alarm))
+            if not storm_locked:
+                _serialize(alarm_topic(alarm))
             for recipient in recipients(rule):
                 pk = _notify_one(rule, recipient, alarm, change, occurrences, now)
                 if pk:
@@ -378,7 +387,9 @@ def event_whereabouts(notice: EventNotice) -> Whereabouts:
     return Whereabouts(event, site or notice.site or _endpoint_site(event), lock)
 
 
-def fan_out_event(notice: EventNotice, rules=None, where: Whereabouts | None = None) -> list[int]:
+def fan_out_event(
+    notice: EventNotice, rules=None, where: Whereabouts | None = None, *, storm_locked: bool = False
+) -> list[int]:
     """Create the notifications one noticed event calls for, from the rules that name its type;
     the ids of those to send now. An event that raised or cleared an alarm is told as that alarm's
     change (fan_out), never a second time here. Safe to run twice, like fan_out."""
@@ -397,7 +408,8 @@ def fan_out_event(notice: EventNotice, rules=None, where: Whereabouts | None = N
         if site_ids and (site is None or site.pk not in site_ids):
             continue
         with transaction.atomic(savepoint=False):
-            _serialize(topic)
+            if not storm_locked:
+                _serialize(topic)
             for recipient in recipients(rule):
                 if Notification.objects.filter(
                     rule=rule, recipient=recipient, event=event, occurrence="event"
