@@ -30,7 +30,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from events import sources
-from events.models import Endpoint, Event
+from events.models import Event
 from portal.models import Activity, Alarm, AlarmChange, Lock, Site
 from subscriptions.models import EventNotice, Notification, NotificationAttempt, NotificationRule
 
@@ -439,8 +439,9 @@ def _changed_an_alarm(event_pk: int) -> bool:
 
 
 def _endpoint_site(event: Event) -> Site | None:
-    site_id = Endpoint.objects.filter(pk=event.endpoint_id).values_list("site_id", flat=True).first()
-    return Site.objects.filter(pk=site_id).first() if site_id else None
+    if event.endpoint_id is None:
+        return None
+    return Site.objects.filter(endpoint__pk=event.endpoint_id).first()  # one query, not two
 
 
 def alarm_topic(alarm: Alarm) -> str:
