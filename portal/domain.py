@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import TypeVar
 
 from django.db import IntegrityError, models, transaction
+from django.db.models import Case, Q, Value, When
 from django.utils import timezone
 
 from portal import signals
@@ -182,15 +183,32 @@ def _adopt(found, *, name: str, place: Placement | None) -> None:
         found.save(update_fields=list(changes))
 
 
-def lock(vendor: str, external_id: str, *, name: str = "", place: Placement | None = None) -> Lock:
-    """The lock (row-locked), found under its current id or an id it had before."""
-    found = Lock.objects.select_for_update().filter(vendor=vendor, external_id=external_id).order_by("pk").first()
+def lock(
+    vendor: str,
+    external_id: str,
+    *,
+    name: str = "",
+    place: Placement | None = None,
+    reported_name: tuple[str, datetime] | None = None,
+) -> Lock:
+    """The lock (row-locked), found under its current id or an id it had before.
+
+    ``reported_name`` (name, vendor time), instead of ``name``, for callers that keep the name with
+    ``rename``: a lock created here starts with that name, as ``rename`` would leave it, so it needs
+    no rename; a lock found is left as it is (the caller weighs the name against the one it has).
+    """
+    # At most one row (lock_unique_per_vendor): no ORDER BY (the model's joins the site) to build.
+    rows = Lock.objects.select_for_update().filter(vendor=vendor, external_id=external_id).order_by()
+    found = next(iter(rows[:1]), None)
     if found is None:
         alias = LockAlias.objects.filter(vendor=vendor, external_id=external_id).values_list("lock_id", flat=True)
         if alias_id := alias.first():
             found = Lock.objects.select_for_update().get(pk=alias_id)
         else:
             defaults = {"name": name, "placement": place, "site_id": place.site_id if place else None}
+            if reported_name is not None and _is_name(reported_name[0]):
+                reported, at = reported_name
+                defaults |= {"name": reported, "details": {"name_reported": _reading(at, {"name": reported})}}
             keys = {"vendor": vendor, "external_id": external_id}
             found = _row_locked(Lock, keys, defaults, looked_already=True)
     _adopt(found, name=name, place=place)
@@ -292,36 +310,52 @@ def raise_alarm(
 
     A raise older than a clear already seen for the same subject belongs to that cleared episode
     (events out of order): it is counted there and opens nothing.
+
+    ``lock_``: the lock the subject is about, as ``lock`` returned it, row-locked until this
+    transaction ends; every raise for the subject comes with it, so they apply one after the other.
     """
-    seen = AlarmOccurrence.objects.filter(event=event).select_related("alarm").first()
-    if seen:
-        return seen.alarm
+    # Nearly always none: the id alone is cheaper to ask for than the occurrence and its alarm.
+    if seen := AlarmOccurrence.objects.filter(event=event).values_list("alarm_id", flat=True)[:1]:
+        return Alarm.objects.get(pk=seen[0])
     alarms = Alarm.objects.select_for_update().filter(kind=kind, subject=subject)
-    alarm = alarms.filter(state=Alarm.State.CLEARED, cleared_at__gte=at).order_by("cleared_at").first()
-    alarm = alarm or alarms.filter(state__in=Alarm.OPEN_STATES).first()
+    # The cleared episode this raise belongs to (the earliest cleared at or after it), else the
+    # open alarm (at most one), in one query; only the row chosen is locked.
+    episode = Q(state=Alarm.State.CLEARED, cleared_at__gte=at)
+    alarm = (
+        alarms.filter(episode | Q(state__in=Alarm.OPEN_STATES))
+        .order_by(Case(When(episode, then=Value(0)), default=Value(1)), "cleared_at", "pk")
+        .first()
+    )
     opened = False
     if alarm is None:
-        try:
-            with transaction.atomic():
-                alarm = Alarm.objects.create(
-                    kind=kind,
-                    subject=subject,
-                    severity=max(filter(None, (ALARM_KINDS[kind][1], severity)), key=SEVERITY_RANK.__getitem__),
-                    lock=lock_,
-                    site_id=lock_.site_id if lock_ else site_id,
-                    raised_at=at,
-                    last_raised_at=at,
-                    raised_by=event,
-                    occurrences=1,
-                )
-            opened = True
-        except IntegrityError:  # opened by a concurrent worker a moment ago
-            alarm = alarms.get(state__in=Alarm.OPEN_STATES)
+        fields = {
+            "kind": kind,
+            "subject": subject,
+            "severity": max(filter(None, (ALARM_KINDS[kind][1], severity)), key=SEVERITY_RANK.__getitem__),
+            "lock": lock_,
+            "site_id": lock_.site_id if lock_ else site_id,
+            "raised_at": at,
+            "last_raised_at": at,
+            "raised_by": event,
+            "occurrences": 1,
+        }
+        if lock_ is not None:
+            # Another worker raising for this subject waits for the lock's row until we commit, and
+            # then finds this alarm: no concurrent insert to meet, so no savepoint (two round trips).
+            alarm, opened = Alarm.objects.create(**fields), True
+        else:
+            try:
+                with transaction.atomic():
+                    alarm = Alarm.objects.create(**fields)
+                opened = True
+            except IntegrityError:  # opened by a concurrent worker a moment ago
+                alarm = alarms.get(state__in=Alarm.OPEN_STATES)
     if not opened:  # one more occurrence of an open alarm, or of the cleared episode it belongs to
         alarm.occurrences += 1
         alarm.raised_at = min(filter(None, (alarm.raised_at, at)))
         alarm.last_raised_at = max(filter(None, (alarm.last_raised_at, at)))
-        alarm.raised_by = alarm.raised_by or event
+        if alarm.raised_by_id is None:  # (no query for the event that raised it)
+            alarm.raised_by = event
         if severity and SEVERITY_RANK[severity] > SEVERITY_RANK[alarm.severity]:
             alarm.severity = severity  # escalates, never calms down by itself
         alarm.save(update_fields=["occurrences", "raised_at", "last_raised_at", "raised_by", "severity"])
@@ -497,6 +531,11 @@ def _details_time(value) -> datetime | None:
         return None
 
 
+def _reading(at: datetime, values: dict) -> dict:
+    """A reading as keep_reading keeps it: its values stamped with their vendor time."""
+    return {**values, "as_of": at.isoformat()}
+
+
 def keep_reading(obj, at: datetime, *path: str, merge: bool = False, **values) -> bool:
     """Keep a reading stamped with its vendor time at ``details[path…]`` (a controller's voltage, a
     door's mode), unless the one kept there is as new or newer: the first of two equal times wins,
@@ -516,7 +555,7 @@ def keep_reading(obj, at: datetime, *path: str, merge: bool = False, **values) -
     kept_at = _details_time(kept.get("as_of"))
     newer = kept_at is None or at > kept_at
     if newer:
-        reading = {**(kept if merge else {}), **values, "as_of": at.isoformat()}
+        reading = _reading(at, {**(kept if merge else {}), **values})
     elif merge:
         reading = {**values, **kept}
     else:
@@ -530,10 +569,14 @@ def keep_reading(obj, at: datetime, *path: str, merge: bool = False, **values) -
     return newer
 
 
+def _is_name(name) -> bool:
+    return bool(name) and isinstance(name, str)
+
+
 def rename(obj, name: str, at: datetime) -> bool:
     """The vendor's name for a thing, moved forward in vendor time (its as-of kept in details), so
     a late event carrying an old name does not undo a rename."""
-    if not name or not isinstance(name, str):
+    if not _is_name(name):
         return False
     if not keep_reading(obj, at, "name_reported", name=name):
         return False

@@ -3,9 +3,11 @@
 import json
 
 import pytest
+from django.forms.models import model_to_dict
 
 from events import processing
 from events.models import Event
+from portal import domain
 from portal.models import Activity, Alarm, Intercom, Lock, Placement, Resident
 from tests.vendors import fixture_bytes, fixture_files, with_changes
 
@@ -237,6 +239,62 @@ def test_events_for_one_door_processed_by_two_workers_at_once_serialize(post, en
     assert Lock.objects.count() == 1
 
 
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("door", ["new", "known"])
+def test_door_alarms_from_many_workers_at_once_open_one_alarm_without_a_second_pass(
+    post, endpoint_for, monkeypatch, door
+):
+    """The door's row lock orders the raises: none meets another's new alarm on insert (that would
+    fail the optimistic pass and run the batch again, one savepoint per event)."""
+    import threading
+
+    from django.db import connection
+
+    endpoint = endpoint_for("pdk")
+    if door == "known":
+        processing.process(post(endpoint, sample("door.request.allowed", occurred=T0 - 1000)).json()["event_id"])
+    times = [T0 + i * 1000 for i in (3, 0, 5, 1, 6, 2, 4)]
+
+    def name(t: int) -> str:  # a new door is named differently by each event; a known one keeps its name
+        return f"Door {t}" if door == "new" else "Door Name"
+
+    bodies = [edited("door.alarm.forced", metadata={"occurred": t, "doorName": name(t)}) for t in times]
+    bodies.append(edited("door.alarm.forced.cleared", metadata={"occurred": T0 + 3500, "doorName": name(T0 + 3500)}))
+    ids = [post(endpoint, body).json()["event_id"] for body in bodies]
+    passes, process_batch = [], processing._process_batch
+
+    def counted_pass(event_ids, *, isolate):
+        passes.append(isolate)
+        return process_batch(event_ids, isolate=isolate)
+
+    monkeypatch.setattr(processing, "_process_batch", counted_pass)
+    barrier = threading.Barrier(len(ids))
+    errors = []
+
+    def work(event_id):
+        barrier.wait()
+        try:
+            processing.process(event_id)
+        except Exception as exc:  # collected: a worker must not fail on a race
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work, args=(event_id,)) for event_id in ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == [] and passes == [False] * len(ids)
+    assert set(Event.objects.values_list("status", flat=True)) == {"processed"}
+    found = Lock.objects.get()
+    assert (found.name, found.details["name_reported"]["name"]) == (name(max(times)), name(max(times)))
+    # Whatever the order, every raise counted once and at most one alarm left open.
+    assert sum(Alarm.objects.values_list("occurrences", flat=True)) == len(times)
+    assert Alarm.objects.filter(state__in=Alarm.OPEN_STATES).count() <= 1
+
+
 # --- doors: inputs, relay, modes, app commands ------------------------------------------------
 
 
@@ -387,6 +445,61 @@ def test_a_doors_events_newest_first_end_in_the_same_state_as_oldest_first(deliv
     name, locked, door_open, removed_at, *_ = state("1")
     assert (name, locked, door_open) == ("1111111111111111111111111111111111111", True, False)  # as deleted
     assert removed_at is not None
+
+
+# --- a door seen for the first time --------------------------------------------------------------
+
+
+FIRST_SIGHTINGS = {
+    "forced": edited("door.alarm.forced", occurred=T0),
+    "propped": edited("door.alarm.propped.on", occurred=T0),
+    "request": edited("door.request.allowed", occurred=T0),
+    "unnamed": edited("door.alarm.forced", metadata={"occurred": T0, "doorName": ""}),
+    "device created": edited("notification.device.created", occurred=T0),  # names the door itself
+}
+
+
+@pytest.mark.parametrize("sighting", FIRST_SIGHTINGS)
+def test_a_door_seen_first_is_created_as_rename_would_have_left_it(deliver, monkeypatch, sighting):
+    """Created with the event's name and its as-of, not created unnamed and renamed: the same row."""
+    body = json.loads(FIRST_SIGHTINGS[sighting])
+    renames, rename, lock = [], domain.rename, domain.lock
+
+    def counted_rename(*args):
+        renames.append(args)
+        return rename(*args)
+
+    def lock_as_before(*args, reported_name=None, **kwargs):
+        return lock(*args, **kwargs)
+
+    monkeypatch.setattr(domain, "rename", counted_rename)
+    deliver(json.dumps({**body, "panelId": "new"}).encode())
+    assert len(renames) == (1 if sighting == "device created" else 0)  # a device event is always weighed
+
+    renames.clear()
+    monkeypatch.setattr(domain, "lock", lock_as_before)  # the way it was: created unnamed, then renamed
+    deliver(json.dumps({**body, "panelId": "old"}).encode())
+    assert len(renames) == (0 if sighting == "unnamed" else 1)
+
+    new, old = (Lock.objects.get(placement__external_id=panel) for panel in ("new", "old"))
+    assert (new.name, new.details) == (old.name, old.details)
+    differ = ["id", "external_id", "placement"]
+    assert model_to_dict(new, exclude=differ) == model_to_dict(old, exclude=differ)
+    if sighting == "unnamed":
+        assert (new.name, new.details) == ("", {})
+    else:
+        name = body["body"]["name"] if sighting == "device created" else body["metadata"]["doorName"]
+        as_of = Event.objects.get(payload__panelId="new").occurred_at.isoformat()
+        assert (new.name, new.details["name_reported"]) == (name, {"name": name, "as_of": as_of})
+
+
+def test_a_door_created_named_by_a_late_event_is_still_renamed_by_a_newer_one(deliver):
+    deliver(edited("door.alarm.forced", metadata={"occurred": T0 + 60_000, "doorName": "Newer"}))
+    deliver(edited("door.alarm.forced.cleared", metadata={"occurred": T0 + 90_000, "doorName": "Newest"}))
+    deliver(edited("door.alarm.propped.on", metadata={"occurred": T0, "doorName": "Older"}))  # late: no rename
+
+    door = Lock.objects.get()
+    assert (door.name, door.details["name_reported"]["name"]) == ("Newest", "Newest")
 
 
 # --- devices and intercoms -----------------------------------------------------------------------

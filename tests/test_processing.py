@@ -15,7 +15,7 @@ from events import processing
 from events.models import Event
 from events.sources import pdk
 from events.tasks import process_events
-from portal.models import Activity
+from portal.models import Activity, Alarm, Lock
 from tests.helpers import http_post, make_endpoint
 from tests.processes import celery_worker, dispatcher, free_port, port_open, process_env, redis_server, wait_until
 from tests.vendors import SIGNERS, fixture_bytes, fixture_files, with_changes
@@ -312,6 +312,12 @@ class TestSpkSchemaValidation:
 # the batch size: benchmarks/bench_process.py prints the same figure per event type.
 STATEMENTS_PER_DOOR_REQUEST = 5  # panel, door (row lock), person, activity, door's last activity
 STATEMENTS_PER_TASK = 5  # begin, lock the events, record their outcome, the event types rules name, commit
+# A door alarm raised: panel, door (row lock), the replay check, the alarm it counts on (a cleared
+# episode or the open one), the alarm inserted or counted, the occurrence, the change for the rules.
+STATEMENTS_PER_DOOR_ALARM = 7
+# A door seen first adds the look-up of its former ids and its insert in a savepoint (3); it is
+# created named, so no rename follows.
+STATEMENTS_PER_NEW_DOOR_ALARM = STATEMENTS_PER_DOOR_ALARM + 4
 
 
 @pytest.mark.django_db
@@ -332,6 +338,36 @@ def test_queries_per_event_are_bounded_and_do_not_grow_with_the_batch(post, endp
 
     assert set(outcome.values()) == {"processed"}
     assert len(queries) <= STATEMENTS_PER_TASK + STATEMENTS_PER_DOOR_REQUEST * batch
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("topic", ["door.alarm.forced", "door.alarm.propped.on"])
+def test_queries_per_door_alarm_on_a_new_door_and_on_a_known_one(post, endpoint_for, topic):
+    endpoint = endpoint_for("pdk")
+
+    def door_event(topic: str, door: int, n: int) -> int:
+        payload = json.loads(fixture_bytes("pdk", f"{topic}.json"))
+        payload |= {"id": f"{topic}-{door}-{n}", "body": {**payload["body"], "doorId": door}}
+        payload["metadata"] = {**payload["metadata"], "occurred": 1700000000000 + n}
+        return post(endpoint, json.dumps(payload).encode()).json()["event_id"]
+
+    processing.process(door_event("door.request.allowed", 2, 0))  # the panel and door 2 are known
+    expected = {
+        "new door": (door_event(topic, 1, 1), STATEMENTS_PER_NEW_DOOR_ALARM),
+        "known door": (door_event(topic, 2, 2), STATEMENTS_PER_DOOR_ALARM),
+        "known door, repeat": (door_event(topic, 2, 3), STATEMENTS_PER_DOOR_ALARM),
+    }
+    counted = {}
+    for case, (event_id, _) in expected.items():
+        with CaptureQueriesContext(connection) as queries:
+            assert processing.process_batch([event_id]) == {event_id: "processed"}
+        counted[case] = len(queries)
+
+    assert counted == {case: STATEMENTS_PER_TASK + statements for case, (_, statements) in expected.items()}
+    door = Lock.objects.get(external_id="1070000:1")
+    assert (door.name, door.details["name_reported"]["name"]) == ("Door Name", "Door Name")
+    alarms = Alarm.objects.order_by("lock__external_id").values_list("lock__external_id", "state", "occurrences")
+    assert list(alarms) == [("1070000:1", "active", 1), ("1070000:2", "active", 2)]
 
 
 @pytest.mark.slow

@@ -180,12 +180,13 @@ def _door_by_id(event, door_id: str, name: str = "", *, naming: bool = False):
 
     Its name moves forward in vendor time. Door events are most of PDK's traffic and nearly all
     repeat the door's name, so only a name that differs is weighed against that time, unless the
-    event is about the device itself (``naming``: notification.device.*), which always is.
+    event is about the device itself (``naming``: notification.device.*), which always is. A door
+    seen for the first time is created with the name as rename would leave it: nothing differs.
     """
-    panel = _panel(event)
-    door = domain.lock(NAME, f"{panel.external_id}:{door_id}", place=panel)
+    panel, at = _panel(event), _when(event)
+    door = domain.lock(NAME, f"{panel.external_id}:{door_id}", place=panel, reported_name=(name, at))
     if naming or name != door.name:
-        domain.rename(door, name, _when(event))
+        domain.rename(door, name, at)
     return door
 
 
