@@ -563,6 +563,8 @@ class Notification(models.Model):
             models.Index(fields=["-created_at", "-id"], name="notification_recent_idx"),
             models.Index(fields=["status", "next_attempt_at"], name="notification_due_idx"),
             models.Index(fields=["rule", "recipient", "topic", "-due_at"], name="notification_topic_idx"),
+            # The sends in flight per rule, counted before every send: only the few being sent.
+            models.Index(fields=["rule"], condition=models.Q(status="sending"), name="notification_in_flight_idx"),
         ]
 
     def __str__(self) -> str:

@@ -639,3 +639,66 @@ def test_a_broker_down_at_commit_delays_the_notification_but_loses_nothing(
     note = Notification.objects.get()
     assert (note.recipient, note.alarm.kind) == ("desk@example.com", "door_forced")
     assert not AlarmChange.objects.filter(fanned_out_at__isnull=True).exists()
+
+
+def test_a_rule_has_no_more_webhook_sends_in_flight_than_it_may(settings, site, deliver_pdk, monkeypatch):
+    """A slow receiver holds up its own rule's sends, a few at a time, and nothing else."""
+    settings.PORTAL_NOTIFY_MAX_IN_FLIGHT_PER_RULE = 1
+    again = []
+    monkeypatch.setattr(notifications, "_try_again_soon", again.append)
+    with WebhookReceiver() as receiver:
+        rule = NotificationRule(name="hook", channel="webhook", url=receiver.url, alarm_kinds=["door_forced"])
+        rule.secret = receiver.secret = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+        rule.full_clean()
+        rule.save()
+        with monkeypatch.context() as fan_out_only:  # the test sends them itself
+            fan_out_only.setattr(notifications, "deliver", lambda pk: None)
+            deliver_pdk("door.alarm.forced", T0, "forced-1", door=1)
+            deliver_pdk("door.alarm.forced", T0, "forced-2", door=2)
+        first, second = Notification.objects.order_by("pk")
+        now = notifications.clock.now()
+        # The first is being sent by another worker, its lease still running.
+        Notification.objects.filter(pk=first.pk).update(status="sending", next_attempt_at=now + timedelta(minutes=1))
+        assert notifications.deliver(second.pk).startswith("waiting")
+        assert again == [second.pk] and not receiver.received
+        assert Notification.objects.get(pk=second.pk).status == "pending"
+        # That worker died: once its lease has passed, the first is due again, and goes out first.
+        notifications.clock.advance(timedelta(minutes=2))
+        assert notifications.deliver(first.pk) == "sent"
+        assert notifications.deliver(second.pk) == "sent"
+        assert notifications.deliver(second.pk) == "not due"  # a task run twice sends once
+    assert [got.payload["data"]["notification_id"] for got in receiver.received] == [first.pk, second.pk]
+    assert all(got.verified for got in receiver.received)
+
+
+def test_a_change_whose_fan_out_fails_stays_pending_and_holds_up_no_other(
+    site, post, endpoint_for, announced, monkeypatch, django_capture_on_commit_callbacks, caplog
+):
+    email_rule(alarm_kinds=["door_forced"])
+    for door in (1, 2, 3):
+        payload = json.loads(fixture_bytes("pdk", "door.alarm.forced.json"))
+        payload.update(id=f"forced-{door}")
+        payload["body"]["doorId"] = door
+        with django_capture_on_commit_callbacks(execute=True):
+            processing.process(post(endpoint_for("pdk"), json.dumps(payload).encode()).json()["event_id"])
+    broken = Alarm.objects.get(subject__endswith=":2")
+    real_fan_out = notifications.fan_out
+
+    def fan_out_with_a_bug(alarm_pk, *args, **kwargs):
+        if alarm_pk == broken.pk:
+            raise RuntimeError("a bug about this alarm")
+        return real_fan_out(alarm_pk, *args, **kwargs)
+
+    monkeypatch.setattr(notifications, "fan_out", fan_out_with_a_bug)
+    with django_capture_on_commit_callbacks(execute=False):
+        made = notifications.fan_out_pending()
+    assert sorted(Notification.objects.values_list("alarm__subject", flat=True)) == [
+        a.subject for a in Alarm.objects.exclude(pk=broken.pk).order_by("subject")
+    ]
+    assert len(made) == 2
+    assert list(announced.values_list("alarm_id", flat=True)) == [broken.pk]  # still pending
+    assert "could not fan out alarm change" in caplog.text
+    monkeypatch.setattr(notifications, "fan_out", real_fan_out)  # the bug fixed: the next run tells it
+    with django_capture_on_commit_callbacks(execute=False):
+        assert len(notifications.fan_out_pending()) == 1
+    assert Notification.objects.filter(alarm=broken).count() == 1 and not announced.exists()
