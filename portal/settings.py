@@ -111,8 +111,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     )
     # Prepared statements: the statements run on every event (the same few dozen) are parsed and
     # planned once per connection instead of every time, which takes a third off PostgreSQL's CPU
-    # per event. Needs server-side parameter binding. Off behind a pooler that cannot keep prepared
-    # statements (PgBouncer in transaction mode before 1.21): DATABASE_PREPARED_STATEMENTS=false.
+    # per event. Needs server-side parameter binding. Like the ingress's own prepared statement, it
+    # needs PostgreSQL directly or a pooler that keeps them (README, Running in production).
     if env.bool("DATABASE_PREPARED_STATEMENTS", default=True):
         DATABASES["default"]["OPTIONS"].setdefault("server_side_binding", True)
         DATABASES["default"]["OPTIONS"].setdefault("prepare_threshold", env.int("DATABASE_PREPARE_AFTER", default=2))

@@ -702,3 +702,16 @@ def test_a_change_whose_fan_out_fails_stays_pending_and_holds_up_no_other(
     with django_capture_on_commit_callbacks(execute=False):
         assert len(notifications.fan_out_pending()) == 1
     assert Notification.objects.filter(alarm=broken).count() == 1 and not announced.exists()
+
+
+def test_a_change_fanned_out_again_notifies_nobody_twice(site, deliver_pdk, announced, caplog):
+    """The first pass does not look for notifications made before (a pending change has none); if
+    one is there after all, the unique constraint sends the batch through the checked pass."""
+    email_rule(alarm_kinds=["door_forced"])
+    deliver_pdk("door.alarm.forced", T0, "forced-1", door=1)
+    deliver_pdk("door.alarm.forced", T0, "forced-2", door=2)
+    assert len(mail.outbox) == 2
+    AlarmChange.objects.update(fanned_out_at=None)  # as if the marks were lost
+    assert notifications.fan_out_pending() == []
+    assert Notification.objects.count() == 2 and not announced.exists()
+    assert "could not fan out" not in caplog.text
