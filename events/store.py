@@ -160,7 +160,8 @@ def _psycopg_params(model, row: dict) -> list:
     ]
 
 
-def _table(model) -> str:
+def quoted_table(model) -> str:
+    """A model's table name, quoted for SQL written by hand."""
     return connection.ops.quote_name(model._meta.db_table)
 
 
@@ -179,15 +180,15 @@ def _one_statement_sql(event_names: tuple[str, ...], delivery_names: tuple[str, 
     delivery_columns = ", ".join(quote(f.column) for f in _fields(Delivery, delivery_names))
     delivery_values = ", ".join(["%s"] * len(delivery_names))
     insert_event = _NEW_EVENT.format(
-        event=_table(Event), columns=event_columns, values=", ".join(["%s"] * len(event_names))
+        event=quoted_table(Event), columns=event_columns, values=", ".join(["%s"] * len(event_names))
     )
-    insert_delivery = f"INSERT INTO {_table(Delivery)} ({delivery_columns}, event_id, duplicate) "
+    insert_delivery = f"INSERT INTO {quoted_table(Delivery)} ({delivery_columns}, event_id, duplicate) "
     new = (
         f"WITH new_event AS ({insert_event}) {insert_delivery}"  # noqa: S608
         f"SELECT {delivery_values}, id, false FROM new_event RETURNING event_id"
     )
     known = (
-        f"{insert_delivery}SELECT {delivery_values}, id, true FROM {_table(Event)} "  # noqa: S608
+        f"{insert_delivery}SELECT {delivery_values}, id, true FROM {quoted_table(Event)} "  # noqa: S608
         "WHERE source = %s AND dedup_key = %s RETURNING event_id"
     )
     return new, known
@@ -222,7 +223,7 @@ def _store_in_a_transaction(event_row: dict, delivery_row: dict) -> Stored:
     """Other databases (SQLite in the quick start): the same effect in a short transaction."""
     event_columns, event_params = _columns(Event, event_row)
     sql = _NEW_EVENT.format(
-        event=_table(Event), columns=", ".join(event_columns), values=", ".join(["%s"] * len(event_columns))
+        event=quoted_table(Event), columns=", ".join(event_columns), values=", ".join(["%s"] * len(event_columns))
     )
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(sql, event_params)

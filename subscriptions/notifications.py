@@ -33,6 +33,7 @@ from django.utils import timezone
 
 from events import sources
 from events.models import Event
+from events.store import quoted_table
 from portal.models import Activity, Alarm, AlarmChange, Lock, Site
 from subscriptions.models import EventNotice, Notification, NotificationAttempt, NotificationRule
 
@@ -561,7 +562,8 @@ def _escalated_since_told(mine, alarm: Alarm) -> bool:
 def _decide(row: Notification, rule: NotificationRule, site: Site | None, now: datetime, severity) -> int | None:
     """Save a new notification as held back (quiet hours), summarised (storm control) or to send
     now; its id if it is to be sent. Events have no severity: quiet hours hold them all back.
-    The caller holds the storm lock of the row's topic and found no such row."""
+    The caller holds the storm lock of the row's topic, and found no such row or (unchecked) lets
+    the unique constraint fail its batch if there is one."""
     if in_quiet_hours(rule, site, now) and not (rule.critical_in_quiet_hours and severity == Alarm.Severity.CRITICAL):
         row.status, row.reason = Status.SKIPPED, "quiet hours"
         return _insert(row, send=False, locked=True)
@@ -610,7 +612,7 @@ def _storm_digest(rule, row: Notification, now) -> Notification | None:
     last = next(
         iter(
             Notification.objects.raw(
-                f"SELECT id, change, status, attempts, due_at FROM {_table(Notification)} "  # noqa: S608 (model table)
+                f"SELECT id, change, status, attempts, due_at FROM {quoted_table(Notification)} "  # noqa: S608 (model table)
                 "WHERE rule_id = %s AND recipient = %s AND topic = %s AND due_at > %s "
                 "AND status NOT IN (%s, %s) AND change <> %s ORDER BY due_at DESC LIMIT 1",
                 [
@@ -823,7 +825,7 @@ def _claim(pk: int, now: datetime, lease: datetime) -> Notification | str | None
     claim one at a time per rule; the claim is a statement of its own, so its snapshot sees every
     claim made before it.
     """
-    notes = _table(Notification)
+    notes = quoted_table(Notification)
     due = [Status.PENDING, Status.RETRYING, Status.SENDING]  # a "sending" row whose lease has passed is due again
     webhook = NotificationRule.Channel.WEBHOOK
     at, until = (connection.ops.adapt_datetimefield_value(value) for value in (now, lease))
@@ -873,7 +875,7 @@ class _Joined:
         columns = ", ".join(
             f"{alias}.{quote(field.column)}" for model, alias in self.parts for field in model._meta.concrete_fields
         )
-        joins = " ".join(f"{kind} {_table(model)} AS {alias} ON {on}" for kind, model, alias, on in self.joins)
+        joins = " ".join(f"{kind} {quoted_table(model)} AS {alias} ON {on}" for kind, model, alias, on in self.joins)
         return f"SELECT {columns} FROM {source} {joins}"  # noqa: S608 (model tables)
 
     def instances(self, row) -> list:
@@ -903,10 +905,6 @@ _CLAIMED = _Joined(
     ("LEFT JOIN", Site, "site", "site.id = alarm.site_id"),
     ("LEFT JOIN", Lock, "door", "door.id = alarm.lock_id"),
 )
-
-
-def _table(model) -> str:
-    return connection.ops.quote_name(model._meta.db_table)
 
 
 def _try_again_soon(pk: int) -> None:

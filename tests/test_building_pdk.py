@@ -203,18 +203,14 @@ def test_placing_a_panel_rehomes_its_doors(admin_client, deliver):
     assert Lock.objects.get().site == site
 
 
-@pytest.mark.django_db(transaction=True)
-def test_events_for_one_door_processed_by_two_workers_at_once_serialize(post, endpoint_for):
+def process_all_at_once(event_ids) -> list[Exception]:
+    """Each event processed by its own worker (a thread with its own connection), all released at
+    once; what they raised."""
     import threading
 
     from django.db import connection
 
-    endpoint = endpoint_for("pdk")
-    ids = [
-        post(endpoint, sample("door.alarm.propped.on", occurred=1_700_000_000_000 + i * 1000)).json()["event_id"]
-        for i in range(8)
-    ]
-    barrier = threading.Barrier(len(ids))
+    barrier = threading.Barrier(len(event_ids))
     errors = []
 
     def work(event_id):
@@ -226,12 +222,22 @@ def test_events_for_one_door_processed_by_two_workers_at_once_serialize(post, en
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=work, args=(event_id,)) for event_id in ids]
+    threads = [threading.Thread(target=work, args=(event_id,)) for event_id in event_ids]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    return errors
 
+
+@pytest.mark.django_db(transaction=True)
+def test_events_for_one_door_processed_by_two_workers_at_once_serialize(post, endpoint_for):
+    endpoint = endpoint_for("pdk")
+    ids = [
+        post(endpoint, sample("door.alarm.propped.on", occurred=1_700_000_000_000 + i * 1000)).json()["event_id"]
+        for i in range(8)
+    ]
+    errors = process_all_at_once(ids)
     assert errors == []
     assert set(Event.objects.values_list("status", flat=True)) == {"processed"}
     alarm = Alarm.objects.get()
@@ -246,10 +252,6 @@ def test_door_alarms_from_many_workers_at_once_open_one_alarm_without_a_second_p
 ):
     """The door's row lock orders the raises: none meets another's new alarm on insert (that would
     fail the optimistic pass and run the batch again, one savepoint per event)."""
-    import threading
-
-    from django.db import connection
-
     endpoint = endpoint_for("pdk")
     if door == "known":
         processing.process(post(endpoint, sample("door.request.allowed", occurred=T0 - 1000)).json()["event_id"])
@@ -268,24 +270,7 @@ def test_door_alarms_from_many_workers_at_once_open_one_alarm_without_a_second_p
         return process_batch(event_ids, isolate=isolate)
 
     monkeypatch.setattr(processing, "_process_batch", counted_pass)
-    barrier = threading.Barrier(len(ids))
-    errors = []
-
-    def work(event_id):
-        barrier.wait()
-        try:
-            processing.process(event_id)
-        except Exception as exc:  # collected: a worker must not fail on a race
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=work, args=(event_id,)) for event_id in ids]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
+    errors = process_all_at_once(ids)
     assert errors == [] and passes == [False] * len(ids)
     assert set(Event.objects.values_list("status", flat=True)) == {"processed"}
     found = Lock.objects.get()
