@@ -20,6 +20,7 @@ from psycopg.types.json import Jsonb
 from events import sources
 from events.models import Delivery, Endpoint, Event, RejectedRequest
 from events.sources.base import IdentifiedEvent, Inbound, bounded_key
+from portal.sql import quoted_table
 
 log = logging.getLogger(__name__)
 
@@ -158,11 +159,6 @@ def _psycopg_params(model, row: dict) -> list:
         adapt(value) if adapt and value is not None else value
         for adapt, value in zip(adapters, row.values(), strict=True)
     ]
-
-
-def quoted_table(model) -> str:
-    """A model's table name, quoted for SQL written by hand."""
-    return connection.ops.quote_name(model._meta.db_table)
 
 
 # ON CONFLICT (source, dedup_key) DO NOTHING: PostgreSQL and SQLite (3.35+) spell it the same way.

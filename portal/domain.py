@@ -13,7 +13,6 @@ from datetime import datetime
 from typing import TypeVar
 
 from django.db import IntegrityError, models, transaction
-from django.db.models import Case, Q, Value, When
 from django.utils import timezone
 
 from portal import signals
@@ -32,6 +31,7 @@ from portal.models import (
     Resident,
     Site,
 )
+from portal.sql import Joined, insert
 
 Row = TypeVar("Row", bound=models.Model)
 
@@ -197,9 +197,9 @@ def lock(
     ``rename``: a lock created here starts with that name, as ``rename`` would leave it, so it needs
     no rename; a lock found is left as it is (the caller weighs the name against the one it has).
     """
-    # At most one row (lock_unique_per_vendor): no ORDER BY (the model's joins the site) to build.
-    rows = Lock.objects.select_for_update().filter(vendor=vendor, external_id=external_id).order_by()
-    found = next(iter(rows[:1]), None)
+    # At most one row (lock_unique_per_vendor); in SQL, as every door event asks it.
+    found = _LOCK.first("lock.vendor = %s AND lock.external_id = %s", [vendor, external_id], locked=True)
+    found = found[0] if found else None
     if found is None:
         alias = LockAlias.objects.filter(vendor=vendor, external_id=external_id).values_list("lock_id", flat=True)
         if alias_id := alias.first():
@@ -317,15 +317,7 @@ def raise_alarm(
     # Nearly always none: the id alone is cheaper to ask for than the occurrence and its alarm.
     if seen := AlarmOccurrence.objects.filter(event=event).values_list("alarm_id", flat=True)[:1]:
         return Alarm.objects.get(pk=seen[0])
-    alarms = Alarm.objects.select_for_update().filter(kind=kind, subject=subject)
-    # The cleared episode this raise belongs to (the earliest cleared at or after it), else the
-    # open alarm (at most one), in one query; only the row chosen is locked.
-    episode = Q(state=Alarm.State.CLEARED, cleared_at__gte=at)
-    alarm = (
-        alarms.filter(episode | Q(state__in=Alarm.OPEN_STATES))
-        .order_by(Case(When(episode, then=Value(0)), default=Value(1)), "cleared_at", "pk")
-        .first()
-    )
+    alarm = _alarm_a_raise_counts_on(kind, subject, at)
     opened = False
     if alarm is None:
         fields = {
@@ -342,14 +334,14 @@ def raise_alarm(
         if lock_ is not None:
             # Another worker raising for this subject waits for the lock's row until we commit, and
             # then finds this alarm: no concurrent insert to meet, so no savepoint (two round trips).
-            alarm, opened = Alarm.objects.create(**fields), True
+            alarm, opened = insert(Alarm(**fields)), True
         else:
             try:
                 with transaction.atomic():
                     alarm = Alarm.objects.create(**fields)
                 opened = True
             except IntegrityError:  # opened by a concurrent worker a moment ago
-                alarm = alarms.get(state__in=Alarm.OPEN_STATES)
+                alarm = Alarm.objects.select_for_update().get(kind=kind, subject=subject, state__in=Alarm.OPEN_STATES)
     if not opened:  # one more occurrence of an open alarm, or of the cleared episode it belongs to
         alarm.occurrences += 1
         alarm.raised_at = min(filter(None, (alarm.raised_at, at)))
@@ -359,9 +351,28 @@ def raise_alarm(
         if severity and SEVERITY_RANK[severity] > SEVERITY_RANK[alarm.severity]:
             alarm.severity = severity  # escalates, never calms down by itself
         alarm.save(update_fields=["occurrences", "raised_at", "last_raised_at", "raised_by", "severity"])
-    AlarmOccurrence.objects.create(alarm=alarm, event=event, occurred_at=at)
+    insert(AlarmOccurrence(alarm=alarm, event=event, occurred_at=at))
     _announce(alarm, "raised", event)
     return alarm
+
+
+def _alarm_a_raise_counts_on(kind: str, subject: str, at: datetime) -> Alarm | None:
+    """The cleared episode a raise at ``at`` belongs to (the earliest cleared at or after it), else
+    the open alarm (at most one); only the row chosen is row-locked. In SQL: the ORM took longer
+    to build this query (its CASE ordering) than the database took to answer it."""
+    cleared, (active, acknowledged) = Alarm.State.CLEARED, Alarm.OPEN_STATES
+    found = _ALARM.first(
+        "alarm.kind = %s AND alarm.subject = %s"
+        " AND ((alarm.state = %s AND alarm.cleared_at >= %s) OR alarm.state IN (%s, %s))"
+        " ORDER BY CASE WHEN alarm.state = %s AND alarm.cleared_at >= %s THEN 0 ELSE 1 END, alarm.cleared_at, alarm.id",
+        [kind, subject, cleared, at, active, acknowledged, cleared, at],
+        locked=True,
+    )
+    return found[0] if found else None
+
+
+_ALARM = Joined((Alarm, "alarm"))
+_LOCK = Joined((Lock, "lock"))
 
 
 def clear_alarm(kind: str, subject: str, event, at: datetime, *, lock_: Lock | None = None, site_id=None) -> Alarm:
@@ -645,7 +656,7 @@ def _announce(alarm: Alarm, change: str, event) -> None:
     """Record the change and the event that made it for the notification rules (in this
     transaction: durable) and have them told once this transaction commits; a batch of events
     tells them once, when it commits."""
-    AlarmChange.objects.create(alarm=alarm, change=change, occurrences=alarm.occurrences, event=event)
+    insert(AlarmChange(alarm=alarm, change=change, occurrences=alarm.occurrences, event=event))
     work = _unit_of_work.get()
     if work is not None:
         work["alarms_changed"] = True

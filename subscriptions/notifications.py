@@ -25,7 +25,15 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.mail import EmailMultiAlternatives, send_mail
 from django.core.validators import validate_email
-from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
+from django.db import (
+    DEFAULT_DB_ALIAS,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    connection,
+    connections,
+    transaction,
+)
 from django.db.models import F, Q
 from django.template.loader import render_to_string
 from django.urls import get_script_prefix, get_urlconf, reverse
@@ -33,8 +41,8 @@ from django.utils import timezone
 
 from events import sources
 from events.models import Event
-from events.store import quoted_table
 from portal.models import Activity, Alarm, AlarmChange, Lock, Site
+from portal.sql import Joined, insert, quoted_table
 from subscriptions.models import EventNotice, Notification, NotificationAttempt, NotificationRule
 
 log = logging.getLogger(__name__)
@@ -583,11 +591,11 @@ def _insert(row: Notification, *, send: bool, locked: bool = False) -> int | Non
     nobody else can make it: no savepoint is needed (a unique violation there is a bug, and fails
     the change)."""
     if locked:
-        row.save()
+        insert(row)
         return row.pk if send else None
     try:
         with transaction.atomic():
-            row.save()
+            insert(row)
     except IntegrityError as exc:
         if not _is_duplicate(exc):
             raise
@@ -774,12 +782,11 @@ def deliver(pk: int) -> str:
     number = note.attempts + 1  # in this series (a resend starts a new one)
     started = time.perf_counter()
     outcome = _post_webhook(note, rule) if rule.channel == NotificationRule.Channel.WEBHOOK else _send_email(note)
-    duration = int((time.perf_counter() - started) * 1000)
-    NotificationAttempt.objects.create(
+    attempt = NotificationAttempt(
         notification=note,
         number=number,
         at=now,
-        duration_ms=duration,
+        duration_ms=int((time.perf_counter() - started) * 1000),
         status_code=outcome.status_code,
         error=outcome.error[:500],
         response=outcome.response[:RESPONSE_KEPT],
@@ -792,22 +799,22 @@ def deliver(pk: int) -> str:
         if rule.channel == NotificationRule.Channel.WEBHOOK and (rule.webhook_failing_since or stale):
             NotificationRule.objects.filter(pk=rule.pk).update(webhook_failing_since=None, webhook_last_success_at=now)
         note.sent_at = now
-        return _finish(note, Status.SENT, "")
+        return _finish(note, Status.SENT, "", attempt)
     if outcome.status_code == 410:
         disable_webhook(rule, "the receiver answered 410 Gone", now)
-        return _finish(note, Status.DEAD, "410 Gone: the rule's webhook is disabled")
+        return _finish(note, Status.DEAD, "410 Gone: the rule's webhook is disabled", attempt)
     if rule.channel == NotificationRule.Channel.WEBHOOK and _failing_too_long(rule, now):
         days = settings.PORTAL_NOTIFY_DISABLE_AFTER_DAYS
         disable_webhook(rule, f"failed without a success for {days:g} days", now)
-        return _finish(note, Status.DEAD, f"webhook disabled after {days:g} days of failures")
+        return _finish(note, Status.DEAD, f"webhook disabled after {days:g} days of failures", attempt)
     schedule = settings.PORTAL_NOTIFY_RETRY_SCHEDULE
     if number > len(schedule):
-        return _finish(note, Status.DEAD, f"gave up after {number} tries: {outcome.summary()}")
+        return _finish(note, Status.DEAD, f"gave up after {number} tries: {outcome.summary()}", attempt)
     delay = schedule[number - 1]
     if outcome.retry_after is not None:
         delay = max(delay, min(outcome.retry_after, 24 * 3600))
     note.next_attempt_at = now + timedelta(seconds=delay)
-    return _finish(note, Status.RETRYING, outcome.summary())
+    return _finish(note, Status.RETRYING, outcome.summary(), attempt)
 
 
 WAITING = "waiting"
@@ -861,44 +868,8 @@ def _claim(pk: int, now: datetime, lease: datetime) -> Notification | str | None
     return note
 
 
-class _Joined:
-    """A SELECT of whole rows of several models joined, read back into model instances as the ORM
-    would (with its converters); a model an outer join did not find comes back as None."""
-
-    def __init__(self, first: tuple[type, str], *joins: tuple[str, type, str, str]):
-        self.joins = joins  # (JOIN or LEFT JOIN, model, alias, ON condition)
-        self.parts = [first, *((model, alias) for _, model, alias, _ in joins)]
-
-    def sql(self, source: str) -> str:
-        """``source``: a table (or WITH query) named as the first part's alias."""
-        quote = connection.ops.quote_name
-        columns = ", ".join(
-            f"{alias}.{quote(field.column)}" for model, alias in self.parts for field in model._meta.concrete_fields
-        )
-        joins = " ".join(f"{kind} {quoted_table(model)} AS {alias} ON {on}" for kind, model, alias, on in self.joins)
-        return f"SELECT {columns} FROM {source} {joins}"  # noqa: S608 (model tables)
-
-    def instances(self, row) -> list:
-        made, start = [], 0
-        for model, _ in self.parts:
-            fields = model._meta.concrete_fields
-            values = row[start : start + len(fields)]
-            start += len(fields)
-            if values[0] is None:  # the primary key: an outer join that found nothing
-                made.append(None)
-                continue
-            converted = []
-            for field, value in zip(fields, values, strict=True):
-                column = field.get_col(model._meta.db_table)
-                for convert in connection.ops.get_db_converters(column) + field.get_db_converters(connection):
-                    value = convert(value, column, connection)
-                converted.append(value)
-            made.append(model.from_db(connection.alias, [f.attname for f in fields], converted))
-        return made
-
-
 # A claimed notification, its rule, and its alarm's site and door: what a send needs, in one read.
-_CLAIMED = _Joined(
+_CLAIMED = Joined(
     (Notification, "claimed"),
     ("JOIN", NotificationRule, "rule", "rule.id = claimed.rule_id"),
     ("LEFT JOIN", Alarm, "alarm", "alarm.id = claimed.alarm_id"),
@@ -919,14 +890,55 @@ def _try_again_soon(pk: int) -> None:
     transaction.on_commit(publish)
 
 
-def _finish(note: Notification, status: str, reason: str) -> str:
+_FINISHED = ("status", "reason", "next_attempt_at", "enqueued_at", "attempts", "sent_at", "payload", "message_id",
+             "occurrences")  # fmt: skip
+
+
+def _finish(note: Notification, status: str, reason: str, attempt: NotificationAttempt | None = None) -> str:
+    """Save where the notification now stands, with the attempt that brought it there (if any)."""
     note.status, note.reason = status, reason[:300]
     if status != Status.RETRYING:
         note.next_attempt_at = None
     note.enqueued_at = None
-    fields = ["status", "reason", "next_attempt_at", "enqueued_at", "attempts", "sent_at"]
-    note.save(update_fields=[*fields, "payload", "message_id", "occurrences"])
+    if attempt is None:
+        note.save(update_fields=_FINISHED)
+    elif connection.vendor == "postgresql":
+        _save_with_attempt(note, attempt)
+    else:
+        with transaction.atomic():
+            attempt.save(force_insert=True)
+            note.save(update_fields=_FINISHED)
     return status
+
+
+def _save_with_attempt(note: Notification, attempt: NotificationAttempt) -> None:
+    """PostgreSQL: the attempt's insert and the notification's update in one statement, as every
+    send ends with both."""
+    db = connections[DEFAULT_DB_ALIAS]
+    inserted, updated = _save_with_attempt_fields()
+    params = [field.get_db_prep_save(getattr(attempt, field.attname), db) for field in inserted]
+    params += [field.get_db_prep_save(getattr(note, field.attname), db) for field in updated]
+    with db.cursor() as cursor:
+        cursor.execute(_save_with_attempt_sql(), [*params, note.pk])
+
+
+@functools.cache
+def _save_with_attempt_fields() -> tuple[list, list]:
+    inserted = [field for field in NotificationAttempt._meta.concrete_fields if not field.primary_key]
+    return inserted, [Notification._meta.get_field(name) for name in _FINISHED]
+
+
+@functools.cache
+def _save_with_attempt_sql() -> str:
+    quote = connection.ops.quote_name
+    inserted, updated = _save_with_attempt_fields()
+    columns = ", ".join(quote(field.column) for field in inserted)
+    values = ", ".join(["%s"] * len(inserted))
+    assignments = ", ".join(f"{quote(field.column)} = %s" for field in updated)
+    return (
+        f"WITH attempt AS (INSERT INTO {quoted_table(NotificationAttempt)} ({columns}) VALUES ({values})) "  # noqa: S608 (model tables)
+        f"UPDATE {quoted_table(Notification)} SET {assignments} WHERE id = %s"
+    )
 
 
 def _failing_too_long(rule: NotificationRule, now: datetime) -> bool:
