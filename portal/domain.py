@@ -506,19 +506,32 @@ def resolve_alarm(alarm: Alarm, user, note: str = "") -> Alarm:
 def reopen_alarm(alarm: Alarm, user, note: str = "") -> Alarm:
     """A person reopens a resolved or acknowledged alarm: it is active again (unless another alarm
     of the same kind is already open for the same subject)."""
-    with transaction.atomic():
-        alarm = Alarm.objects.select_for_update().get(pk=alarm.pk)
-        if alarm.state not in (Alarm.State.RESOLVED, Alarm.State.ACKNOWLEDGED):
-            raise AlarmStateError(f"only resolved or acknowledged alarms can be reopened; this one is {alarm.state}")
-        if (
-            alarm.state == Alarm.State.RESOLVED
-            and Alarm.objects.filter(kind=alarm.kind, subject=alarm.subject, state__in=Alarm.OPEN_STATES).exists()
-        ):
-            raise AlarmStateError("another alarm of this kind is already open for the same door or device")
-        alarm.state, alarm.resolved_at, alarm.resolved_by = Alarm.State.ACTIVE, None, None
-        alarm.acknowledged_at = alarm.acknowledged_by = None
-        alarm.note = _append_note(alarm.note, user, "reopened", note or "(no note)")
-        alarm.save(update_fields=["state", "resolved_at", "resolved_by", "acknowledged_at", "acknowledged_by", "note"])
+    already_open = AlarmStateError("another alarm of this kind is already open for the same door or device")
+    try:
+        with transaction.atomic():
+            if alarm.lock_id is not None:
+                # The door's row first, as a worker raising an alarm for it takes it: the two then
+                # go one after the other, and the check below sees the worker's alarm.
+                list(Lock.objects.select_for_update().filter(pk=alarm.lock_id).order_by().values_list("pk"))
+            alarm = Alarm.objects.select_for_update().get(pk=alarm.pk)
+            if alarm.state not in (Alarm.State.RESOLVED, Alarm.State.ACKNOWLEDGED):
+                raise AlarmStateError(
+                    f"only resolved or acknowledged alarms can be reopened; this one is {alarm.state}"
+                )
+            if (
+                alarm.state == Alarm.State.RESOLVED
+                and Alarm.objects.filter(kind=alarm.kind, subject=alarm.subject, state__in=Alarm.OPEN_STATES).exists()
+            ):
+                raise already_open
+            alarm.state, alarm.resolved_at, alarm.resolved_by = Alarm.State.ACTIVE, None, None
+            alarm.acknowledged_at = alarm.acknowledged_by = None
+            alarm.note = _append_note(alarm.note, user, "reopened", note or "(no note)")
+            fields = ["state", "resolved_at", "resolved_by", "acknowledged_at", "acknowledged_by", "note"]
+            alarm.save(update_fields=fields)
+    except IntegrityError as exc:  # an alarm without a door, opened by a worker between the check and the save
+        if "alarm_open_once" not in str(exc):
+            raise
+        raise already_open from None
     return alarm
 
 

@@ -4,7 +4,7 @@ import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission
 from django.core.management import call_command
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
@@ -271,3 +271,53 @@ def test_lock_page_timeline_mixes_activity_and_alarms_newest_first(admin_client)
     assert order == sorted(order)
     for event in (request, forced, cleared):
         assert reverse("admin:events_event_change", args=[event.pk]) in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reopening_while_a_worker_raises_at_the_same_door_waits_for_it_and_then_refuses(admin_user):
+    import threading
+
+    door = Lock.objects.create(vendor="pdk", external_id="1070000:8", name="Side gate")
+    first = _event("propped-1", "2026-11-01T09:00Z")
+    resolved = domain.raise_alarm("door_propped", "pdk:door:1070000:8", first, first.received_at, lock_=door)
+    domain.resolve_alarm(resolved, admin_user, "Closed it")
+    again = _event("propped-2", "2026-11-01T10:00Z")
+    raising, commit = threading.Event(), threading.Event()
+    outcome = {}
+
+    def worker():  # a worker processing the door's next alarm, its transaction still open
+        try:
+            with transaction.atomic():
+                found = domain.lock("pdk", "1070000:8")
+                domain.raise_alarm("door_propped", "pdk:door:1070000:8", again, again.received_at, lock_=found)
+                raising.set()
+                commit.wait(10)
+        finally:
+            connection.close()
+
+    def manager():
+        try:
+            domain.reopen_alarm(resolved, admin_user, "It is open again")
+            outcome["result"] = "reopened"
+        except Exception as exc:  # what the admin would have to show
+            outcome["result"] = exc
+        finally:
+            connection.close()
+
+    working = threading.Thread(target=worker)
+    working.start()
+    assert raising.wait(10)
+    reopening = threading.Thread(target=manager)
+    reopening.start()
+    reopening.join(0.5)
+    assert reopening.is_alive(), "the reopen went ahead while the worker held the door"
+    commit.set()
+    working.join(10)
+    reopening.join(10)
+
+    assert isinstance(outcome["result"], domain.AlarmStateError)
+    assert "already open" in str(outcome["result"])
+    assert list(Alarm.objects.filter(subject="pdk:door:1070000:8").order_by("pk").values_list("state", flat=True)) == [
+        "resolved",
+        "active",
+    ]
