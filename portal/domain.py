@@ -12,7 +12,7 @@ from contextvars import ContextVar
 from datetime import datetime
 from typing import TypeVar
 
-from django.db import IntegrityError, models, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
 from portal import signals
@@ -361,6 +361,7 @@ def _alarm_a_raise_counts_on(kind: str, subject: str, at: datetime) -> Alarm | N
     the open alarm (at most one); only the row chosen is row-locked. In SQL: the ORM took longer
     to build this query (its CASE ordering) than the database took to answer it."""
     cleared, (active, acknowledged) = Alarm.State.CLEARED, Alarm.OPEN_STATES
+    at = connection.ops.adapt_datetimefield_value(at)  # as the ORM stores it (SQLite: naive UTC text)
     found = _ALARM.first(
         "alarm.kind = %s AND alarm.subject = %s"
         " AND ((alarm.state = %s AND alarm.cleared_at >= %s) OR alarm.state IN (%s, %s))"
