@@ -89,22 +89,30 @@ class Joined:
 
 
 def insert(obj):
-    """``Model.objects.create`` for a hot path: the same row (defaults and auto-now fields filled
-    in by the fields themselves), its INSERT built once per model. For models whose primary key the
-    database generates. Sends no signals: the models it is used for have no receivers."""
-    model = type(obj)
+    """``Model.objects.create`` for a hot path: the same row, its INSERT built once per model. For
+    models whose primary key the database generates. Sends no signals: the models it is used for
+    have no receivers."""
     db = connections[DEFAULT_DB_ALIAS]
-    fields = _inserted_fields(model)
-    params = [field.get_db_prep_save(field.pre_save(obj, True), db) for field in fields]
+    sql, params = insert_statement(obj, returning_pk=True)
     with db.cursor() as cursor:
-        cursor.execute(_insert_sql(model), params)
+        cursor.execute(sql, params)
         if db.features.can_return_columns_from_insert:
             pk = cursor.fetchone()[0]
         else:
-            pk = db.ops.last_insert_id(cursor, model._meta.db_table, model._meta.pk.column)
+            pk = db.ops.last_insert_id(cursor, type(obj)._meta.db_table, type(obj)._meta.pk.column)
     obj.pk = pk
     obj._state.adding, obj._state.db = False, DEFAULT_DB_ALIAS
     return obj
+
+
+def insert_statement(obj, *, returning_pk: bool = False) -> tuple[str, list]:
+    """The INSERT that writes ``obj`` as a new row, as ``create`` would (defaults and auto-now
+    fields filled in by the fields themselves), and its parameters; for ``insert`` or a statement
+    that embeds it."""
+    model = type(obj)
+    db = connections[DEFAULT_DB_ALIAS]
+    params = [field.get_db_prep_save(field.pre_save(obj, True), db) for field in _inserted_fields(model)]
+    return _insert_sql(model, returning_pk and db.features.can_return_columns_from_insert), params
 
 
 @functools.cache
@@ -113,12 +121,10 @@ def _inserted_fields(model) -> list:
 
 
 @functools.cache
-def _insert_sql(model) -> str:
+def _insert_sql(model, returning_pk: bool) -> str:
     quote = connection.ops.quote_name
     fields = _inserted_fields(model)
     columns = ", ".join(quote(field.column) for field in fields)
     values = ", ".join(["%s"] * len(fields))
-    returning = ""
-    if connection.features.can_return_columns_from_insert:
-        returning = f" RETURNING {quote(model._meta.pk.column)}"
+    returning = f" RETURNING {quote(model._meta.pk.column)}" if returning_pk else ""
     return f"INSERT INTO {quoted_table(model)} ({columns}) VALUES ({values}){returning}"  # noqa: S608 (a model's table)

@@ -42,7 +42,7 @@ from django.utils import timezone
 from events import sources
 from events.models import Event
 from portal.models import Activity, Alarm, AlarmChange, Lock, Site
-from portal.sql import Joined, insert, quoted_table
+from portal.sql import Joined, insert, insert_statement, quoted_table
 from subscriptions.models import EventNotice, Notification, NotificationAttempt, NotificationRule
 
 log = logging.getLogger(__name__)
@@ -915,30 +915,23 @@ def _save_with_attempt(note: Notification, attempt: NotificationAttempt) -> None
     """PostgreSQL: the attempt's insert and the notification's update in one statement, as every
     send ends with both."""
     db = connections[DEFAULT_DB_ALIAS]
-    inserted, updated = _save_with_attempt_fields()
-    params = [field.get_db_prep_save(getattr(attempt, field.attname), db) for field in inserted]
-    params += [field.get_db_prep_save(getattr(note, field.attname), db) for field in updated]
+    insert_attempt, params = insert_statement(attempt)
+    params += [field.get_db_prep_save(getattr(note, field.attname), db) for field in _finished_fields()]
     with db.cursor() as cursor:
-        cursor.execute(_save_with_attempt_sql(), [*params, note.pk])
+        cursor.execute(f"WITH attempt AS ({insert_attempt}) {_finish_sql()}", [*params, note.pk])
 
 
 @functools.cache
-def _save_with_attempt_fields() -> tuple[list, list]:
-    inserted = [field for field in NotificationAttempt._meta.concrete_fields if not field.primary_key]
-    return inserted, [Notification._meta.get_field(name) for name in _FINISHED]
+def _finished_fields() -> list:
+    return [Notification._meta.get_field(name) for name in _FINISHED]
 
 
 @functools.cache
-def _save_with_attempt_sql() -> str:
+def _finish_sql() -> str:
+    """The notification's update of ``_finish``, its id the last parameter."""
     quote = connection.ops.quote_name
-    inserted, updated = _save_with_attempt_fields()
-    columns = ", ".join(quote(field.column) for field in inserted)
-    values = ", ".join(["%s"] * len(inserted))
-    assignments = ", ".join(f"{quote(field.column)} = %s" for field in updated)
-    return (
-        f"WITH attempt AS (INSERT INTO {quoted_table(NotificationAttempt)} ({columns}) VALUES ({values})) "  # noqa: S608 (model tables)
-        f"UPDATE {quoted_table(Notification)} SET {assignments} WHERE id = %s"
-    )
+    assignments = ", ".join(f"{quote(field.column)} = %s" for field in _finished_fields())
+    return f"UPDATE {quoted_table(Notification)} SET {assignments} WHERE id = %s"  # noqa: S608 (a model's table)
 
 
 def _failing_too_long(rule: NotificationRule, now: datetime) -> bool:
